@@ -1,0 +1,49 @@
+# Arbiter: `make run` starts the app with a demo; `make test` runs the whole test suite.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+FRONTEND_SRC := $(shell find frontend/src -type f 2>/dev/null) frontend/vite.config.ts frontend/tsconfig.json
+
+.PHONY: run test test-sqlite test-postgres install frontend lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+frontend/dist/.built: frontend/node_modules/.installed $(FRONTEND_SRC)
+	cd frontend && npm run build
+	touch $@
+
+frontend: frontend/dist/.built
+
+run: install frontend
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py seed_demo
+	$(PY) manage.py run_arbiter
+
+test: install frontend
+	./scripts/ensure-services.sh
+	$(MAKE) test-sqlite
+	$(MAKE) test-postgres
+
+test-sqlite:
+	$(PY) -m pytest
+
+test-postgres:
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest -m "not browser"
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) frontend/node_modules frontend/dist var

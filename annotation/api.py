@@ -1,0 +1,309 @@
+"""REST API v1: one view per operation — parse, authorize, call one service, serialize."""
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.errors import ApplicationError, field_error
+from annotation.models import Assignment, Campaign, Role
+from annotation.permissions import IsAnyRole, IsJudge, IsManager
+from annotation.selectors import (
+    annotator_judgment_count,
+    assignment_get_for_annotator,
+    campaign_get_for_user,
+    campaign_list_for_user,
+    campaign_progress,
+)
+from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
+from annotation.services.imports import items_import
+from annotation.services.serving import SKIP_REASONS, assignment_lease_next, assignment_skip, judgment_submit
+
+ERROR = inline_serializer("Error", {"message": serializers.CharField(), "extra": serializers.DictField()})
+
+
+class CampaignOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Campaign
+        fields = [
+            "id", "name", "instructions", "kind", "status", "overlap", "lease_seconds", "gold_rate",
+            "allow_ties", "allow_both_bad", "use_strength", "require_rationale", "allow_editing",
+            "version", "created_at",
+        ]
+
+
+def _progress(campaign: Campaign, user) -> dict[str, int]:
+    p = campaign_progress(campaign=campaign)
+    return {"done": p["done"], "total": p["wanted"], "mine": annotator_judgment_count(campaign=campaign, user=user)}
+
+
+class CampaignListApi(APIView):
+    permission_classes = [IsAnyRole]
+
+    @extend_schema(responses=CampaignOutputSerializer(many=True), summary="Campaigns you are a member of")
+    def get(self, request: Request) -> Response:
+        campaigns = campaign_list_for_user(user=request.user).order_by("-created_at")
+        return Response(CampaignOutputSerializer(campaigns, many=True).data)
+
+
+class CampaignDetailApi(APIView):
+    permission_classes = [IsAnyRole]
+
+    class OutputSerializer(CampaignOutputSerializer):
+        progress = serializers.SerializerMethodField()
+
+        class Meta(CampaignOutputSerializer.Meta):
+            fields = [*CampaignOutputSerializer.Meta.fields, "progress"]
+
+        def get_progress(self, obj: Campaign) -> dict[str, int]:
+            return campaign_progress(campaign=obj)
+
+    @extend_schema(responses={200: OutputSerializer, 404: ERROR}, summary="One campaign with its progress")
+    def get(self, request: Request, campaign_id: int) -> Response:
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+        return Response(self.OutputSerializer(campaign).data)
+
+
+class CampaignCreateApi(APIView):
+    permission_classes = [IsManager]
+
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=200)
+        instructions = serializers.CharField(required=False, allow_blank=True, default="")
+        kind = serializers.ChoiceField(choices=Campaign.Kind.choices, default=Campaign.Kind.PAIRWISE)
+        overlap = serializers.IntegerField(min_value=1, max_value=100, default=1)
+        lease_seconds = serializers.IntegerField(min_value=30, default=600)
+        allow_ties = serializers.BooleanField(default=True)
+        allow_both_bad = serializers.BooleanField(default=True)
+        use_strength = serializers.BooleanField(default=True)
+        require_rationale = serializers.BooleanField(default=False)
+        allow_editing = serializers.BooleanField(default=False)
+        gold_rate = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
+
+    @extend_schema(request=InputSerializer, responses={201: CampaignOutputSerializer, 400: ERROR})
+    def post(self, request: Request) -> Response:
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        campaign = campaign_create(created_by=request.user, **s.validated_data)
+        return Response(CampaignOutputSerializer(campaign).data, status=status.HTTP_201_CREATED)
+
+
+class CampaignStatusApi(APIView):
+    permission_classes = [IsManager]
+
+    class InputSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=Campaign.Status.choices)
+
+    @extend_schema(request=InputSerializer, responses={200: CampaignOutputSerializer, 409: ERROR})
+    def post(self, request: Request, campaign_id: int) -> Response:
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
+        campaign = campaign_set_status(campaign=campaign, status=s.validated_data["status"])
+        return Response(CampaignOutputSerializer(campaign).data)
+
+
+class CampaignMemberAddApi(APIView):
+    permission_classes = [IsManager]
+
+    class InputSerializer(serializers.Serializer):
+        username = serializers.CharField()
+        role = serializers.ChoiceField(choices=Role.choices, default=Role.ANNOTATOR)
+        cap = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+
+    class OutputSerializer(serializers.Serializer):
+        username = serializers.CharField(source="user.username")
+        role = serializers.CharField()
+        cap = serializers.IntegerField(allow_null=True)
+        is_active = serializers.BooleanField()
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer, 400: ERROR})
+    def post(self, request: Request, campaign_id: int) -> Response:
+        from django.contrib.auth import get_user_model
+
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
+        user = get_user_model().objects.filter(username=s.validated_data["username"], is_active=True).first()
+        if user is None:
+            raise field_error("username", f"no active user called {s.validated_data['username']!r}")
+        m = membership_add(campaign=campaign, user=user, role=s.validated_data["role"], cap=s.validated_data["cap"])
+        return Response(self.OutputSerializer(m).data, status=status.HTTP_201_CREATED)
+
+
+class CampaignImportApi(APIView):
+    permission_classes = [IsManager]
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField(help_text="JSONL: Arbiter's format, TRL preference rows or HH transcripts.")
+        format = serializers.ChoiceField(choices=["auto", "arbiter", "trl", "hh"], default="auto")
+
+    class OutputSerializer(serializers.Serializer):
+        items = serializers.IntegerField()
+        responses = serializers.IntegerField()
+        formats = serializers.DictField(child=serializers.IntegerField())
+
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer},
+        responses={201: OutputSerializer, 400: OpenApiResponse(ERROR, description="Every bad line, with its number")},
+        summary="Import JSONL items, all or nothing",
+    )
+    def post(self, request: Request, campaign_id: int) -> Response:
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
+        upload = s.validated_data["file"]
+        if upload.size > settings.ARBITER_IMPORT_MAX_BYTES:
+            raise field_error("file", f"is larger than the {settings.ARBITER_IMPORT_MAX_BYTES} byte limit")
+        result = items_import(campaign=campaign, lines=upload.open("rb"), format=s.validated_data["format"])
+        return Response(self.OutputSerializer(result).data, status=status.HTTP_201_CREATED)
+
+
+class MessageSerializer(serializers.Serializer):
+    role = serializers.CharField()
+    content = serializers.CharField(allow_blank=True)
+
+
+class AssignmentOutputSerializer(serializers.Serializer):
+    """What the annotator's browser receives: no model names, responses in display order."""
+
+    class ItemSerializer(serializers.Serializer):
+        class ShownResponse(serializers.Serializer):
+            id = serializers.IntegerField()
+            content = serializers.CharField(allow_blank=True)
+
+        id = serializers.IntegerField()
+        messages = MessageSerializer(many=True)
+        responses = ShownResponse(many=True)
+
+    id = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+    item = ItemSerializer()
+
+
+def assignment_payload(assignment: Assignment) -> dict:
+    """Build the annotator's view of an assignment: content only, in the order shown."""
+    item = assignment.item
+    by_id = {
+        ir.response_id: ir.response.content
+        for ir in item.item_responses.select_related("response").only("response_id", "response__content")
+    }
+    return {
+        "id": assignment.pk,
+        "expires_at": assignment.expires_at,
+        "item": {
+            "id": item.pk,
+            "messages": item.prompt.messages,
+            "responses": [{"id": rid, "content": by_id[rid]} for rid in assignment.display_order],
+        },
+    }
+
+
+class ProgressSerializer(serializers.Serializer):
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+    mine = serializers.IntegerField()
+
+
+class AssignmentNextApi(APIView):
+    permission_classes = [IsJudge]
+
+    class OutputSerializer(serializers.Serializer):
+        assignment = AssignmentOutputSerializer(allow_null=True)
+        progress = ProgressSerializer()
+
+    @extend_schema(request=None, responses={200: OutputSerializer, 409: ERROR}, summary="Lease the next item")
+    def post(self, request: Request, campaign_id: int) -> Response:
+        campaign = campaign_get_for_user(
+            user=request.user, campaign_id=campaign_id, roles=[Role.ANNOTATOR, Role.MANAGER]
+        )
+        assignment = assignment_lease_next(campaign=campaign, annotator=request.user)
+        data = {
+            "assignment": assignment_payload(assignment) if assignment else None,
+            "progress": _progress(campaign, request.user),
+        }
+        return Response(self.OutputSerializer(data).data)
+
+
+class JudgmentSubmitApi(APIView):
+    permission_classes = [IsJudge]
+
+    class InputSerializer(serializers.Serializer):
+        outcome = serializers.ChoiceField(choices=["preferred", "tie", "both_bad"])
+        preferred_response_id = serializers.IntegerField(required=False, allow_null=True, default=None)
+        strength = serializers.IntegerField(required=False, allow_null=True, default=None)
+        rationale = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+        edited_response = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+        time_taken_ms = serializers.IntegerField(required=False, allow_null=True, default=None)
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        assignment_id = serializers.IntegerField()
+        outcome = serializers.CharField()
+        preferred_response_id = serializers.IntegerField(allow_null=True)
+        strength = serializers.IntegerField(allow_null=True)
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: OutputSerializer, 200: OutputSerializer, 400: ERROR, 409: ERROR},
+        summary="Submit a judgment (idempotent on the assignment id)",
+    )
+    def post(self, request: Request, assignment_id: int) -> Response:
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        assignment = assignment_get_for_annotator(user=request.user, assignment_id=assignment_id)
+        judgment, created = judgment_submit(assignment=assignment, annotator=request.user, answer=s.validated_data)
+        return Response(
+            self.OutputSerializer(judgment).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+
+class AssignmentSkipApi(APIView):
+    permission_classes = [IsJudge]
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.ChoiceField(choices=["", *SKIP_REASONS], required=False, default="")
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        status = serializers.CharField()
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer, 409: ERROR}, summary="Skip an item")
+    def post(self, request: Request, assignment_id: int) -> Response:
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        assignment = assignment_get_for_annotator(user=request.user, assignment_id=assignment_id)
+        assignment = assignment_skip(assignment=assignment, annotator=request.user, reason=s.validated_data["reason"])
+        return Response(self.OutputSerializer(assignment).data)
+
+
+class AuthTokenApi(APIView):
+    """Return (creating it once) the API token of the user who logs in with username and password."""
+
+    permission_classes: list = []
+    authentication_classes: list = []
+
+    class InputSerializer(serializers.Serializer):
+        username = serializers.CharField()
+        password = serializers.CharField(style={"input_type": "password"})
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: inline_serializer("Token", {"token": serializers.CharField()}), 400: ERROR},
+    )
+    def post(self, request: Request) -> Response:
+        from django.contrib.auth import authenticate
+        from rest_framework.authtoken.models import Token
+
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        user = authenticate(request, username=s.validated_data["username"], password=s.validated_data["password"])
+        if user is None or not user.is_active:
+            raise ApplicationError("Unable to log in with these credentials.")
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})

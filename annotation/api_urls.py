@@ -1,0 +1,21 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from annotation import api
+
+app_name = "api"
+
+urlpatterns = [
+    path("auth/token/", api.AuthTokenApi.as_view(), name="auth_token"),
+    path("campaigns/", api.CampaignListApi.as_view(), name="campaign_list"),
+    path("campaigns/create/", api.CampaignCreateApi.as_view(), name="campaign_create"),
+    path("campaigns/<int:campaign_id>/", api.CampaignDetailApi.as_view(), name="campaign_detail"),
+    path("campaigns/<int:campaign_id>/status/", api.CampaignStatusApi.as_view(), name="campaign_status"),
+    path("campaigns/<int:campaign_id>/members/", api.CampaignMemberAddApi.as_view(), name="campaign_member_add"),
+    path("campaigns/<int:campaign_id>/import/", api.CampaignImportApi.as_view(), name="campaign_import"),
+    path("campaigns/<int:campaign_id>/next/", api.AssignmentNextApi.as_view(), name="assignment_next"),
+    path("assignments/<int:assignment_id>/submit/", api.JudgmentSubmitApi.as_view(), name="judgment_submit"),
+    path("assignments/<int:assignment_id>/skip/", api.AssignmentSkipApi.as_view(), name="assignment_skip"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+]

@@ -1,0 +1,374 @@
+"""Parse and validate JSONL imports in the formats people already have. No Django here.
+
+Formats, detected line by line (or forced with `format=`):
+
+- ``arbiter``: ``{"id"?, "messages": [{role, content}] | "prompt": str, "responses":
+  [{"content", "model"?, "metadata"?}], "metadata"?, "priority"?, "gold"?}``
+- ``trl``: TRL preference rows: ``prompt``/``chosen``/``rejected`` as strings (standard) or
+  message lists (conversational); without ``prompt``, message lists whose shared head is the
+  conversation (implicit prompt).
+- ``hh``: Anthropic HH-RLHF transcripts: ``chosen``/``rejected`` strings of
+  ``\\n\\nHuman:``/``\\n\\nAssistant:`` turns, split into the shared conversation and the two
+  final replies.
+
+Every line is validated before anything is written; `parse_jsonl` returns every bad line with
+its number and the reason, and the caller writes nothing unless there are none.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMATS = ("auto", "arbiter", "trl", "hh")
+ROLES = ("system", "user", "assistant")
+MAX_RESPONSES = 9
+MAX_ERRORS_REPORTED = 1000
+_HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
+_HH_ROLE = {"Human": "user", "Assistant": "assistant"}
+
+
+class LineError(ValueError):
+    """A reason a line cannot be imported."""
+
+
+@dataclass(frozen=True)
+class ResponseRecord:
+    content: str
+    model: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    line: int
+    format: str
+    external_id: str
+    messages: list[dict[str, str]]
+    responses: list[ResponseRecord]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    gold: dict[str, Any] | None = None
+
+
+@dataclass
+class ImportReport:
+    records: list[ItemRecord] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    error_count: int = 0
+    formats: Counter[str] = field(default_factory=Counter)
+    lines: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error_count == 0 and bool(self.records)
+
+    def add_error(self, line: int, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_ERRORS_REPORTED:
+            self.errors.append((line, message))
+
+    def summary(self) -> str:
+        if self.error_count:
+            return f"{self.error_count} bad line(s) of {self.lines}; nothing was imported."
+        kinds = ", ".join(f"{n} {fmt}" for fmt, n in sorted(self.formats.items()))
+        return f"{len(self.records)} item(s) ready ({kinds})."
+
+
+def parse_jsonl(
+    lines: Iterable[bytes | str], *, format: str = "auto", responses_per_item: tuple[int, int] = (2, 2)
+) -> ImportReport:
+    """Parse JSONL lines into item records, collecting every bad line with its reason.
+
+    `responses_per_item` is the (min, max) number of responses an item may have for the
+    campaign's kind: (2, 2) for pairwise, (2, 9) for ranking, (1, 9) for rating.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+    report = ImportReport()
+    seen_ids: dict[str, int] = {}
+    for number, raw in enumerate(lines, start=1):
+        report.lines = number
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError as exc:
+            report.add_error(number, f"not valid UTF-8 (byte {exc.start})")
+            continue
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            report.add_error(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        try:
+            record = parse_row(row, line=number, format=format)
+            _check_response_count(record, responses_per_item)
+        except LineError as exc:
+            report.add_error(number, str(exc))
+            continue
+        if record.external_id:
+            if record.external_id in seen_ids:
+                report.add_error(
+                    number, f"id {record.external_id!r} repeats line {seen_ids[record.external_id]}"
+                )
+                continue
+            seen_ids[record.external_id] = number
+        report.records.append(record)
+        report.formats[record.format] += 1
+    if report.lines == 0 or (not report.records and not report.error_count):
+        report.add_error(0, "the file has no items (it is empty or only blank lines)")
+    return report
+
+
+def parse_row(row: Any, *, line: int, format: str = "auto") -> ItemRecord:
+    """Turn one decoded JSON value into an ItemRecord, or raise LineError saying why not."""
+    if not isinstance(row, dict):
+        raise LineError(f"each line must be a JSON object, not {type(row).__name__}")
+    fmt = detect_format(row) if format == "auto" else format
+    if fmt == "arbiter":
+        return _parse_arbiter(row, line)
+    if fmt == "trl":
+        return _parse_trl(row, line)
+    if fmt == "hh":
+        return _parse_hh(row, line)
+    raise LineError(
+        "unrecognised format: expected Arbiter's (messages + responses), TRL's "
+        "(prompt/chosen/rejected) or Anthropic HH (chosen/rejected transcripts)"
+    )
+
+
+def detect_format(row: dict[str, Any]) -> str:
+    """Return the format a row is written in, judged by its keys and value types."""
+    if "responses" in row:
+        return "arbiter"
+    if "chosen" in row or "rejected" in row:
+        chosen = row.get("chosen")
+        if "prompt" not in row and isinstance(chosen, str) and chosen.lstrip().startswith("Human:"):
+            return "hh"
+        return "trl"
+    return "unknown"
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _check_response_count(record: ItemRecord, bounds: tuple[int, int]) -> None:
+    low, high = bounds
+    n = len(record.responses)
+    if not low <= n <= high:
+        want = str(low) if low == high else f"{low} to {high}"
+        raise LineError(f"responses: this campaign needs {want} responses per item, the line has {n}")
+
+
+def _external_id(row: dict[str, Any]) -> str:
+    value = row.get("id", row.get("prompt_id", ""))
+    if value is None:
+        return ""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise LineError("id: must be a string or an integer")
+    value = str(value).strip()
+    if len(value) > 200:
+        raise LineError("id: longer than 200 characters")
+    return value
+
+
+def _metadata(row: dict[str, Any], key: str = "metadata") -> dict[str, Any]:
+    value = row.get(key, {})
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise LineError(f"{key}: must be an object")
+    return value
+
+
+def _messages(value: Any, where: str) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        raise LineError(f"{where}: must be a list of {{role, content}} messages")
+    out: list[dict[str, str]] = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict):
+            raise LineError(f"{where}[{i}]: must be an object with role and content")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise LineError(f"{where}[{i}].role: must be one of {', '.join(ROLES)}, not {role!r}")
+        if not isinstance(content, str):
+            raise LineError(f"{where}[{i}].content: must be a string")
+        out.append({"role": role, "content": content})
+    return out
+
+
+def _conversation(value: Any, where: str) -> list[dict[str, str]]:
+    """A prompt: a non-empty message list (or a string, taken as one user message)."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise LineError(f"{where}: is empty")
+        return [{"role": "user", "content": value}]
+    messages = _messages(value, where)
+    if not messages:
+        raise LineError(f"{where}: has no messages")
+    if messages[-1]["role"] == "assistant":
+        raise LineError(f"{where}: must end with a user (or system) turn, not an assistant reply")
+    return messages
+
+
+def _parse_arbiter(row: dict[str, Any], line: int) -> ItemRecord:
+    if "messages" in row:
+        messages = _conversation(row["messages"], "messages")
+    elif "prompt" in row:
+        messages = _conversation(row["prompt"], "prompt")
+    else:
+        raise LineError("messages: missing (give the conversation as messages, or prompt as a string)")
+    raw_responses = row.get("responses")
+    if not isinstance(raw_responses, list) or not raw_responses:
+        raise LineError("responses: must be a non-empty list")
+    responses = []
+    for i, r in enumerate(raw_responses):
+        if isinstance(r, str):
+            r = {"content": r}
+        if not isinstance(r, dict):
+            raise LineError(f"responses[{i}]: must be an object with content (and model)")
+        content, model = r.get("content"), r.get("model", "")
+        if not isinstance(content, str):
+            raise LineError(f"responses[{i}].content: must be a string")
+        if model is None:
+            model = ""
+        if not isinstance(model, str) or len(model) > 200:
+            raise LineError(f"responses[{i}].model: must be a string of at most 200 characters")
+        responses.append(ResponseRecord(content=content, model=model, metadata=_metadata(r)))
+    priority = row.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > 2**31 - 1:
+        raise LineError("priority: must be an integer")
+    return ItemRecord(
+        line=line,
+        format="arbiter",
+        external_id=_external_id(row),
+        messages=messages,
+        responses=responses,
+        metadata=_metadata(row),
+        priority=priority,
+        gold=_gold(row.get("gold"), len(responses)),
+    )
+
+
+def _gold(value: Any, n_responses: int) -> dict[str, Any] | None:
+    """A gold answer: {"preferred": index} or {"outcome": "tie" | "both_bad"}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise LineError('gold: must be an object like {"preferred": 0} or {"outcome": "tie"}')
+    if "preferred" in value:
+        idx = value["preferred"]
+        if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < n_responses:
+            raise LineError(f"gold.preferred: must be a response index from 0 to {n_responses - 1}")
+        return {"outcome": "preferred", "preferred": idx}
+    if value.get("outcome") in ("tie", "both_bad"):
+        return {"outcome": value["outcome"]}
+    raise LineError('gold: must be {"preferred": index} or {"outcome": "tie" | "both_bad"}')
+
+
+def _reply(value: Any, where: str) -> str:
+    """A TRL completion: a string, or a list holding one assistant message."""
+    if isinstance(value, str):
+        return value
+    messages = _messages(value, where)
+    if len(messages) != 1 or messages[0]["role"] != "assistant":
+        raise LineError(f"{where}: must hold exactly one assistant message (got {len(messages)} messages)")
+    return messages[0]["content"]
+
+
+def _split_shared(chosen: list[dict[str, str]], rejected: list[dict[str, str]], where: str) -> tuple[list, str, str]:
+    """Split two conversations into their shared head and each one's final assistant reply."""
+    k = 0
+    while k < min(len(chosen), len(rejected)) and chosen[k] == rejected[k]:
+        k += 1
+    # When both end in the same reply, the item still compares two (identical) replies.
+    if k == len(chosen) or k == len(rejected):
+        k -= 1
+    head, tail_c, tail_r = chosen[:k], chosen[k:], rejected[k:]
+    for name, tail in (("chosen", tail_c), ("rejected", tail_r)):
+        if len(tail) != 1 or tail[0]["role"] != "assistant":
+            roles = "/".join(m["role"] for m in tail) or "nothing"
+            raise LineError(
+                f"{name}: after the conversation it shares with the other side it must end in one "
+                f"assistant reply, but it ends in {roles} ({where})"
+            )
+    if not head or head[-1]["role"] == "assistant":
+        raise LineError(f"chosen/rejected: share no conversation ending in a user turn ({where})")
+    return head, tail_c[0]["content"], tail_r[0]["content"]
+
+
+def _pair_record(row: dict[str, Any], line: int, fmt: str, messages: list, chosen: str, rejected: str) -> ItemRecord:
+    meta = {k: v for k, v in row.items() if k not in {"prompt", "chosen", "rejected", "id", "prompt_id"}}
+    return ItemRecord(
+        line=line,
+        format=fmt,
+        external_id=_external_id(row),
+        messages=messages,
+        responses=[
+            ResponseRecord(content=chosen, model=_model(row, "chosen"), metadata={"source_label": "chosen"}),
+            ResponseRecord(content=rejected, model=_model(row, "rejected"), metadata={"source_label": "rejected"}),
+        ],
+        metadata={"source_format": fmt, **meta},
+    )
+
+
+def _model(row: dict[str, Any], side: str) -> str:
+    value = row.get(f"{side}_model", "")
+    return value if isinstance(value, str) else ""
+
+
+def _parse_trl(row: dict[str, Any], line: int) -> ItemRecord:
+    for key in ("chosen", "rejected"):
+        if key not in row:
+            raise LineError(f"{key}: missing")
+    if "prompt" in row:
+        messages = _conversation(row["prompt"], "prompt")
+        chosen = _reply(row["chosen"], "chosen")
+        rejected = _reply(row["rejected"], "rejected")
+    else:
+        c = _messages(row["chosen"], "chosen")
+        r = _messages(row["rejected"], "rejected")
+        messages, chosen, rejected = _split_shared(c, r, "implicit prompt")
+    if "margin" in row and (not isinstance(row["margin"], int | float) or isinstance(row["margin"], bool)):
+        raise LineError("margin: must be a number")
+    return _pair_record(row, line, "trl", messages, chosen, rejected)
+
+
+def split_hh_transcript(text: str, where: str) -> list[dict[str, str]]:
+    """Split an HH transcript into messages; consecutive turns of one speaker are merged."""
+    if not isinstance(text, str):
+        raise LineError(f"{where}: must be a string transcript")
+    if not text.startswith("\n\n"):
+        text = "\n\n" + text.lstrip()
+    parts = _HH_TURN.split(text)
+    if parts[0].strip():
+        raise LineError(f"{where}: text before the first 'Human:' turn")
+    messages: list[dict[str, str]] = []
+    for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
+        role = _HH_ROLE[speaker]
+        if messages and messages[-1]["role"] == role:
+            # A speaker marker inside a turn ("...  Human: ...") can leave two turns of one
+            # speaker in a row; they are one message.
+            messages[-1]["content"] += f"\n\n{speaker}: {content}"
+        else:
+            messages.append({"role": role, "content": content})
+    if not messages:
+        raise LineError(f"{where}: no 'Human:' / 'Assistant:' turns found")
+    if messages[0]["role"] != "user":
+        raise LineError(f"{where}: must start with a 'Human:' turn")
+    return messages
+
+
+def _parse_hh(row: dict[str, Any], line: int) -> ItemRecord:
+    for key in ("chosen", "rejected"):
+        if not isinstance(row.get(key), str):
+            raise LineError(f"{key}: missing or not a transcript string")
+    c = split_hh_transcript(row["chosen"], "chosen")
+    r = split_hh_transcript(row["rejected"], "rejected")
+    messages, chosen, rejected = _split_shared(c, r, "HH transcripts")
+    return _pair_record(row, line, "hh", messages, chosen, rejected)

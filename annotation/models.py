@@ -1,0 +1,260 @@
+"""Campaigns, the data they serve, and the judgments made on it.
+
+Invariants live in the database as constraints; writes go through `annotation.services`.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class Role(models.TextChoices):
+    """A user's role in Arbiter (global) and in a campaign (membership)."""
+
+    MANAGER = "manager", "Manager"
+    ANNOTATOR = "annotator", "Annotator"
+    RESEARCHER = "researcher", "Researcher"
+
+
+class Campaign(models.Model):
+    class Kind(models.TextChoices):
+        PAIRWISE = "pairwise", "Pairwise comparison"
+        RANKING = "ranking", "K-wise ranking"
+        RATING = "rating", "Rating"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        CLOSED = "closed", "Closed"
+
+    name = models.CharField(max_length=200)
+    instructions = models.TextField(blank=True, help_text="Markdown shown to annotators.")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PAIRWISE)
+    criteria = models.JSONField(
+        default=list, blank=True, help_text="List of {name, label, scale} criteria."
+    )
+    allow_ties = models.BooleanField(default=True)
+    allow_both_bad = models.BooleanField(default=True)
+    use_strength = models.BooleanField(
+        default=True, help_text="Ask how much better (slightly / clearly / much)."
+    )
+    require_rationale = models.BooleanField(default=False)
+    allow_editing = models.BooleanField(default=False)
+    overlap = models.PositiveSmallIntegerField(default=1, help_text="Judgments wanted per item.")
+    lease_seconds = models.PositiveIntegerField(default=600)
+    gold_rate = models.FloatField(default=0.0, help_text="Share of served items that are gold checks.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    version = models.PositiveIntegerField(default=1)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="campaigns_created"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="campaigns"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(overlap__gte=1, overlap__lte=100), name="campaign_overlap_range"),
+            models.CheckConstraint(condition=Q(lease_seconds__gte=30), name="campaign_lease_min"),
+            models.CheckConstraint(condition=Q(gold_rate__gte=0.0, gold_rate__lte=1.0), name="campaign_gold_rate_range"),
+            models.CheckConstraint(condition=Q(kind__in=["pairwise", "ranking", "rating"]), name="campaign_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=["draft", "active", "paused", "closed"]), name="campaign_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    is_active = models.BooleanField(default=True, help_text="A paused member is served nothing.")
+    cap = models.PositiveIntegerField(null=True, blank=True, help_text="Most judgments this member may make.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "user"], name="membership_unique"),
+            models.CheckConstraint(
+                condition=Q(role__in=["manager", "annotator", "researcher"]), name="membership_role_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} as {self.role} in {self.campaign}"
+
+
+class Prompt(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="prompts")
+    external_id = models.CharField(max_length=200, blank=True)
+    messages = models.JSONField(help_text="The conversation: a list of {role, content}.")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "external_id"],
+                condition=~Q(external_id=""),
+                name="prompt_external_id_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id or f"prompt {self.pk}"
+
+
+class Response(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    content = models.TextField(blank=True)
+    model_name = models.CharField(
+        max_length=200, blank=True, help_text="The model or checkpoint; never shown to annotators."
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["model_name"])]
+
+    def __str__(self) -> str:
+        return f"response {self.pk} ({self.model_name or 'unknown model'})"
+
+
+class Item(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="items")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="items")
+    responses = models.ManyToManyField(Response, through="ItemResponse", related_name="items")
+    priority = models.IntegerField(default=0)
+    gold = models.JSONField(null=True, blank=True, help_text="Known answer when this item is a check.")
+    is_gold = models.BooleanField(default=False)
+    target = models.PositiveSmallIntegerField(help_text="Judgments wanted (the campaign's overlap).")
+    judgment_count = models.PositiveIntegerField(default=0)
+    lease_count = models.PositiveIntegerField(default=0, help_text="Open, unexpired leases.")
+    random_key = models.FloatField(default=0.0, help_text="Fixed random tiebreak for serving order.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Exact overlap, held by the database whatever the concurrency.
+            models.CheckConstraint(
+                condition=Q(judgment_count__lte=F("target") - F("lease_count")), name="item_within_target"
+            ),
+            models.CheckConstraint(
+                condition=Q(judgment_count__gte=0) & Q(lease_count__gte=0), name="item_counts_nonnegative"
+            ),
+            models.CheckConstraint(condition=Q(is_gold=False) | Q(gold__isnull=False), name="item_gold_has_answer"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["campaign", "is_gold", "-judgment_count", "-priority", "random_key"],
+                name="item_serving_order",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"item {self.pk}"
+
+
+class ItemResponse(models.Model):
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="item_responses")
+    response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="item_responses")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "response"], name="item_response_unique"),
+            models.UniqueConstraint(fields=["item", "position"], name="item_position_unique"),
+        ]
+
+
+class Assignment(models.Model):
+    class Status(models.TextChoices):
+        LEASED = "leased", "Leased"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+        EXPIRED = "expired", "Expired"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="assignments")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.LEASED)
+    display_order = models.JSONField(help_text="Response ids in the order shown on screen.")
+    leased_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    skip_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["item", "annotator"], name="assignment_one_per_item_annotator"),
+            models.CheckConstraint(
+                condition=Q(status__in=["leased", "submitted", "skipped", "expired"]), name="assignment_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(expires_at__gt=F("leased_at")), name="assignment_expiry_after_lease"),
+        ]
+        indexes = [
+            models.Index(fields=["campaign", "annotator", "status"], name="assignment_by_annotator"),
+            models.Index(fields=["campaign", "status", "expires_at"], name="assignment_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"assignment {self.pk} ({self.status})"
+
+
+class Judgment(models.Model):
+    class Outcome(models.TextChoices):
+        PREFERRED = "preferred", "One response preferred"
+        TIE = "tie", "Tie"
+        BOTH_BAD = "both_bad", "Both bad"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="judgments")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="judgments")
+    assignment = models.ForeignKey(Assignment, on_delete=models.PROTECT, related_name="judgments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    preferred_response = models.ForeignKey(
+        Response, null=True, blank=True, on_delete=models.PROTECT, related_name="preferred_in"
+    )
+    strength = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 slightly, 2 clearly, 3 much better.")
+    answer = models.JSONField(default=dict, blank=True, help_text="Per-criterion answers and kind-specific data.")
+    rationale = models.TextField(blank=True)
+    edited_response = models.TextField(blank=True)
+    display_order = models.JSONField(help_text="Response ids in the order they were shown.")
+    time_taken_ms = models.PositiveIntegerField(null=True, blank=True)
+    campaign_version = models.PositiveIntegerField()
+    supersedes = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # One original judgment per assignment: submit is idempotent on the assignment.
+            models.UniqueConstraint(
+                fields=["assignment"], condition=Q(supersedes__isnull=True), name="judgment_one_per_assignment"
+            ),
+            models.CheckConstraint(
+                condition=Q(outcome__in=["preferred", "tie", "both_bad"]), name="judgment_outcome_valid"
+            ),
+            models.CheckConstraint(
+                condition=(Q(outcome="preferred") & Q(preferred_response__isnull=False))
+                | (~Q(outcome="preferred") & Q(preferred_response__isnull=True)),
+                name="judgment_preferred_matches_outcome",
+            ),
+            models.CheckConstraint(
+                condition=Q(strength__isnull=True) | Q(strength__gte=1, strength__lte=3),
+                name="judgment_strength_range",
+            ),
+        ]
+        indexes = [models.Index(fields=["campaign", "created_at"], name="judgment_by_campaign")]
+
+    def __str__(self) -> str:
+        return f"judgment {self.pk} on item {self.item_id}"

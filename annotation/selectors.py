@@ -1,0 +1,95 @@
+"""Permission-aware reads. Object access goes through here, never a bare `.get(pk=...)`."""
+
+from collections.abc import Iterable
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Count, F, Q, QuerySet, Sum
+
+from annotation.errors import ForbiddenError, NotFoundError
+from annotation.models import Assignment, Campaign, Judgment, Membership, Role
+
+User = AbstractBaseUser | AnonymousUser
+
+
+def user_role(user: User) -> str | None:
+    """Return the user's global role: superusers act as managers; others by group."""
+    if not user.is_authenticated:
+        return None
+    if user.is_superuser:
+        return Role.MANAGER
+    names = {g.name for g in user.groups.all()}
+    for role in (Role.MANAGER, Role.RESEARCHER, Role.ANNOTATOR):
+        if role.value in names:
+            return role.value
+    return None
+
+
+def campaign_list_for_user(*, user: User) -> QuerySet[Campaign]:
+    """Return the campaigns the user may see: every one for a superuser, else their memberships."""
+    if not user.is_authenticated:
+        return Campaign.objects.none()
+    if user.is_superuser:
+        return Campaign.objects.all()
+    return Campaign.objects.filter(memberships__user=user).distinct()
+
+
+def membership_role(*, user: User, campaign: Campaign) -> str | None:
+    """Return the user's role in the campaign, or None when they are not a member."""
+    if not user.is_authenticated:
+        return None
+    if user.is_superuser:
+        return Role.MANAGER
+    m = Membership.objects.filter(campaign=campaign, user=user).only("role").first()
+    return m.role if m else None
+
+
+def campaign_get_for_user(
+    *,
+    user: User,
+    campaign_id: int,
+    roles: Iterable[str] = (Role.MANAGER, Role.ANNOTATOR, Role.RESEARCHER),
+    for_update: bool = False,
+) -> Campaign:
+    """Return the campaign if the user is a member with one of `roles`.
+
+    A non-member gets "not found", so a forged id tells nothing; a member with the wrong role
+    gets "forbidden".
+    """
+    qs = Campaign.objects.all()
+    if for_update:
+        qs = qs.select_for_update()
+    campaign = qs.filter(pk=campaign_id).first() if isinstance(campaign_id, int) else None
+    role = membership_role(user=user, campaign=campaign) if campaign else None
+    if campaign is None or role is None:
+        raise NotFoundError("Campaign not found.", extra={"campaign_id": campaign_id})
+    if role not in set(roles):
+        raise ForbiddenError("Your role in this campaign does not allow this.", extra={"role": role})
+    return campaign
+
+
+def assignment_get_for_annotator(*, user: User, assignment_id: int, for_update: bool = False) -> Assignment:
+    """Return the user's own assignment; anybody else's is "not found"."""
+    qs = Assignment.objects.select_related("campaign", "item")
+    if for_update:
+        qs = qs.select_for_update(of=("self",))
+    assignment = qs.filter(pk=assignment_id, annotator_id=user.pk).first() if user.is_authenticated else None
+    if assignment is None:
+        raise NotFoundError("Assignment not found.", extra={"assignment_id": assignment_id})
+    return assignment
+
+
+def campaign_progress(*, campaign: Campaign) -> dict[str, int]:
+    """Return counts of judgments made, wanted, leased now, and items complete."""
+    agg = campaign.items.aggregate(
+        items=Count("id"),
+        wanted=Sum("target"),
+        done=Sum("judgment_count"),
+        leased=Sum("lease_count"),
+        complete=Count("id", filter=Q(judgment_count__gte=F("target"))),
+    )
+    return {k: int(v or 0) for k, v in agg.items()}
+
+
+def annotator_judgment_count(*, campaign: Campaign, user: User) -> int:
+    """Return how many judgments the user has made in the campaign (current ones only)."""
+    return Judgment.objects.filter(campaign=campaign, annotator_id=user.pk, supersedes__isnull=True).count()

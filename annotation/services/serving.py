@@ -1,0 +1,215 @@
+"""Lease items to annotators and take their judgments, exactly.
+
+Invariants, held by the database: an item never has more judgments plus open leases than its
+target (a CHECK constraint), and one annotator has at most one assignment per item (a UNIQUE
+constraint). On PostgreSQL the candidate item is locked with SKIP LOCKED so concurrent
+annotators take different rows; on SQLite every transaction takes the write lock at BEGIN
+(IMMEDIATE), which serializes the write path.
+"""
+
+import random
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from annotation.errors import ConflictError, ForbiddenError, field_error
+from annotation.judging import AnswerError, PairwiseOptions, validate_pairwise_answer
+from annotation.models import Assignment, Campaign, Item, Judgment, Membership, Role
+
+_EXPIRE_BATCH = 200
+
+
+def _skip_locked() -> bool:
+    return connection.features.has_select_for_update_skip_locked
+
+
+def leases_expire(*, campaign_id: int, now: datetime | None = None, limit: int = _EXPIRE_BATCH) -> int:
+    """Return expired leases of the campaign to the pool; return how many were expired."""
+    now = now or timezone.now()
+    qs = Assignment.objects.filter(
+        campaign_id=campaign_id, status=Assignment.Status.LEASED, expires_at__lte=now
+    ).order_by("expires_at")
+    if _skip_locked():
+        qs = qs.select_for_update(skip_locked=True)
+    expired = 0
+    with transaction.atomic():
+        for assignment_id, item_id in list(qs.values_list("pk", "item_id")[:limit]):
+            # The conditional update makes a second expirer of the same lease a no-op.
+            if Assignment.objects.filter(pk=assignment_id, status=Assignment.Status.LEASED).update(
+                status=Assignment.Status.EXPIRED
+            ):
+                Item.objects.filter(pk=item_id).update(lease_count=F("lease_count") - 1)
+                expired += 1
+    return expired
+
+
+def _membership_for_serving(campaign: Campaign, annotator: AbstractBaseUser) -> Membership | None:
+    """Lock the annotator's membership: one `next` per annotator at a time."""
+    membership = (
+        Membership.objects.select_for_update().filter(campaign=campaign, user=annotator).first()
+    )
+    if membership is None and not annotator.is_superuser:
+        raise ForbiddenError("You are not an annotator in this campaign.")
+    if membership is not None:
+        if membership.role not in (Role.ANNOTATOR, Role.MANAGER):
+            raise ForbiddenError("Only annotators (and managers) judge in a campaign.")
+        if not membership.is_active:
+            raise ForbiddenError("Your work in this campaign is paused by its manager.")
+    return membership
+
+
+@transaction.atomic
+def assignment_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) -> Assignment | None:
+    """Return the annotator's open lease, or lease them the next item; None when none is left.
+
+    Order: items closest to completion first, then higher priority, then a fixed random key.
+    """
+    campaign = Campaign.objects.get(pk=campaign.pk)
+    if campaign.status != Campaign.Status.ACTIVE:
+        raise ConflictError(f"This campaign is {campaign.status}; nothing is being served.")
+    membership = _membership_for_serving(campaign, annotator)
+    now = timezone.now()
+
+    open_lease = (
+        Assignment.objects.select_related("item")
+        .filter(campaign=campaign, annotator=annotator, status=Assignment.Status.LEASED, expires_at__gt=now)
+        .order_by("leased_at")
+        .first()
+    )
+    if open_lease is not None:
+        return open_lease
+
+    leases_expire(campaign_id=campaign.pk, now=now)
+
+    if membership is not None and membership.cap is not None:
+        made = Assignment.objects.filter(
+            campaign=campaign, annotator=annotator, status=Assignment.Status.SUBMITTED
+        ).count()
+        if made >= membership.cap:
+            return None
+
+    seen = Assignment.objects.filter(item=OuterRef("pk"), annotator=annotator)
+    candidates = (
+        Item.objects.filter(campaign=campaign, judgment_count__lt=F("target") - F("lease_count"))
+        .filter(~Exists(seen))
+        .order_by("-judgment_count", "-priority", "random_key")
+    )
+    if _skip_locked():
+        candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+    item = candidates.first()
+    if item is None:
+        return None
+
+    response_ids = list(item.item_responses.order_by("position").values_list("response_id", flat=True))
+    random.SystemRandom().shuffle(response_ids)
+    updated = Item.objects.filter(pk=item.pk, judgment_count__lt=F("target") - F("lease_count")).update(
+        lease_count=F("lease_count") + 1
+    )
+    if not updated:  # taken between the read and the write (only possible without row locks)
+        return None
+    return Assignment.objects.create(
+        campaign=campaign,
+        item=item,
+        annotator=annotator,
+        status=Assignment.Status.LEASED,
+        display_order=response_ids,
+        leased_at=now,
+        expires_at=now + timedelta(seconds=campaign.lease_seconds),
+    )
+
+
+def _options(campaign: Campaign) -> PairwiseOptions:
+    return PairwiseOptions(
+        allow_ties=campaign.allow_ties,
+        allow_both_bad=campaign.allow_both_bad,
+        use_strength=campaign.use_strength,
+        require_rationale=campaign.require_rationale,
+        allow_editing=campaign.allow_editing,
+    )
+
+
+@transaction.atomic
+def judgment_submit(*, assignment: Assignment, annotator: AbstractBaseUser, answer: dict) -> tuple[Judgment, bool]:
+    """Store the annotator's judgment for the assignment; return (judgment, created).
+
+    Idempotent on the assignment: a repeated submit returns the judgment already stored. A
+    submit after the lease expired is accepted while the item still needs a judgment, and
+    refused with a conflict otherwise.
+    """
+    assignment = Assignment.objects.select_for_update().select_related("campaign").get(pk=assignment.pk)
+    if assignment.annotator_id != annotator.pk:
+        raise ForbiddenError("This assignment belongs to someone else.")
+    campaign = assignment.campaign
+    if assignment.status == Assignment.Status.SUBMITTED:
+        return Judgment.objects.get(assignment=assignment, supersedes__isnull=True), False
+    if assignment.status == Assignment.Status.SKIPPED:
+        raise ConflictError("You skipped this item; the judgment was not stored.")
+    if campaign.status == Campaign.Status.CLOSED:
+        raise ConflictError("This campaign is closed; the judgment was not stored.")
+
+    try:
+        cleaned = validate_pairwise_answer(answer, options=_options(campaign), response_ids=assignment.display_order)
+    except AnswerError as exc:
+        raise field_error(exc.field, exc.message) from exc
+
+    if assignment.status == Assignment.Status.LEASED:
+        # The open lease already holds a place under the target: turn it into a judgment.
+        Item.objects.filter(pk=assignment.item_id).update(
+            judgment_count=F("judgment_count") + 1, lease_count=F("lease_count") - 1
+        )
+    else:  # expired: take a free place if there is one
+        if not Item.objects.filter(
+            Q(pk=assignment.item_id), Q(judgment_count__lt=F("target") - F("lease_count"))
+        ).update(judgment_count=F("judgment_count") + 1):
+            raise ConflictError(
+                "Your lease on this item expired and it already has all the judgments it needs; "
+                "this answer was not stored. Load the next item to go on.",
+                extra={"assignment_id": assignment.pk},
+            )
+
+    judgment = Judgment.objects.create(
+        campaign=campaign,
+        item_id=assignment.item_id,
+        assignment=assignment,
+        annotator=annotator,
+        outcome=cleaned.outcome,
+        preferred_response_id=cleaned.preferred_response_id,
+        strength=cleaned.strength,
+        rationale=cleaned.rationale,
+        edited_response=cleaned.edited_response,
+        display_order=assignment.display_order,
+        time_taken_ms=cleaned.time_taken_ms,
+        campaign_version=campaign.version,
+    )
+    assignment.status = Assignment.Status.SUBMITTED
+    assignment.completed_at = timezone.now()
+    assignment.save(update_fields=["status", "completed_at"])
+    return judgment, True
+
+
+SKIP_REASONS = ("cant_judge", "unsafe", "private_data", "broken", "other")
+
+
+@transaction.atomic
+def assignment_skip(*, assignment: Assignment, annotator: AbstractBaseUser, reason: str = "") -> Assignment:
+    """Give the item back without judging it; the annotator is not served it again."""
+    assignment = Assignment.objects.select_for_update().get(pk=assignment.pk)
+    if assignment.annotator_id != annotator.pk:
+        raise ForbiddenError("This assignment belongs to someone else.")
+    reason = (reason or "").strip()
+    if reason and reason not in SKIP_REASONS:
+        raise field_error("reason", f"must be one of {', '.join(SKIP_REASONS)}")
+    if assignment.status == Assignment.Status.SKIPPED:
+        return assignment
+    if assignment.status == Assignment.Status.SUBMITTED:
+        raise ConflictError("This item was already judged; it cannot be skipped.")
+    if assignment.status == Assignment.Status.LEASED:
+        Item.objects.filter(pk=assignment.item_id).update(lease_count=F("lease_count") - 1)
+    assignment.status = Assignment.Status.SKIPPED
+    assignment.skip_reason = reason
+    assignment.completed_at = timezone.now()
+    assignment.save(update_fields=["status", "skip_reason", "completed_at"])
+    return assignment

@@ -1,0 +1,102 @@
+import json
+from collections.abc import Callable, Iterable
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from rest_framework.test import APIClient
+
+from annotation.models import Campaign, Role
+from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
+from annotation.services.imports import items_import
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+def jsonl(rows: Iterable[dict]) -> list[str]:
+    return [json.dumps(r) for r in rows]
+
+
+def pair_rows(n: int, *, prefix: str = "p", models: tuple[str, str] = ("model-x", "model-y")) -> list[dict]:
+    return [
+        {
+            "id": f"{prefix}{i}",
+            "messages": [{"role": "user", "content": f"Question {i}?"}],
+            "responses": [
+                {"content": f"Answer one to {i}", "model": models[0]},
+                {"content": f"Answer two to {i}", "model": models[1]},
+            ],
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def make_user(db) -> Callable:
+    def make(username: str, role: str | None) -> object:
+        user = get_user_model().objects.create_user(username=username, password=PASSWORD)
+        if role:
+            user.groups.add(Group.objects.get_or_create(name=role)[0])
+        return user
+
+    return make
+
+
+@pytest.fixture
+def manager(make_user):
+    return make_user("manager", Role.MANAGER)
+
+
+@pytest.fixture
+def annotator(make_user):
+    return make_user("ann", Role.ANNOTATOR)
+
+
+@pytest.fixture
+def annotator2(make_user):
+    return make_user("ann2", Role.ANNOTATOR)
+
+
+@pytest.fixture
+def researcher(make_user):
+    return make_user("res", Role.RESEARCHER)
+
+
+@pytest.fixture
+def outsider(make_user):
+    """An annotator who is not a member of the campaign."""
+    return make_user("outsider", Role.ANNOTATOR)
+
+
+@pytest.fixture
+def make_campaign(manager) -> Callable:
+    def make(*, items: int = 5, overlap: int = 1, active: bool = True, annotators=(), **options) -> Campaign:
+        campaign = campaign_create(created_by=manager, name=options.pop("name", "Test campaign"), overlap=overlap, **options)
+        if items:
+            items_import(campaign=campaign, lines=jsonl(pair_rows(items)))
+        if active:
+            campaign_set_status(campaign=campaign, status=Campaign.Status.ACTIVE)
+        for user in annotators:
+            membership_add(campaign=campaign, user=user, role=Role.ANNOTATOR)
+        campaign.refresh_from_db()
+        return campaign
+
+    return make
+
+
+@pytest.fixture
+def campaign(make_campaign, annotator, annotator2, researcher):
+    c = make_campaign(items=5, overlap=2, annotators=[annotator, annotator2])
+    membership_add(campaign=c, user=researcher, role=Role.RESEARCHER)
+    return c
+
+
+@pytest.fixture
+def client_for() -> Callable[[object], APIClient]:
+    def make(user) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.force_authenticate(user)
+        return client
+
+    return make
