@@ -31,6 +31,11 @@ def pair_rows(n: int, *, prefix: str = "p", models: tuple[str, str] = ("model-x"
     ]
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def make_user(db) -> Callable:
     def make(username: str, role: str | None) -> object:

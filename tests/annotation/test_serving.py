@@ -1,0 +1,264 @@
+"""Serving: leases, exact overlap, idempotent submit, skip, expiry and late submits."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from annotation.errors import ApplicationError, ConflictError, ForbiddenError
+from annotation.models import Assignment, Campaign, Item, Judgment, Membership
+from annotation.services.campaigns import campaign_set_status
+from annotation.services.serving import (
+    assignment_lease_next,
+    assignment_skip,
+    judgment_submit,
+    leases_expire,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def expire(assignment: Assignment) -> None:
+    now = timezone.now()
+    Assignment.objects.filter(pk=assignment.pk).update(leased_at=now - timedelta(hours=1), expires_at=now - timedelta(seconds=1))
+
+
+def prefer_first(assignment: Assignment, **extra) -> dict:
+    return {"outcome": "preferred", "preferred_response_id": assignment.display_order[0], "strength": 2, **extra}
+
+
+def test_next_leases_an_item_with_a_shuffled_display_order(campaign, annotator):
+    """`next` leases an item; the display order is a permutation of the item's responses."""
+    a = assignment_lease_next(campaign=campaign, annotator=annotator)
+    assert a.status == Assignment.Status.LEASED
+    item_ids = set(a.item.item_responses.values_list("response_id", flat=True))
+    assert set(a.display_order) == item_ids and len(a.display_order) == 2
+    assert a.expires_at - a.leased_at == timedelta(seconds=campaign.lease_seconds)
+    a.item.refresh_from_db()
+    assert a.item.lease_count == 1
+
+
+def test_display_order_is_randomized_per_assignment(make_campaign, make_user):
+    """Across many assignments both orders are shown (not always the stored order)."""
+    users = [make_user(f"u{i}", "annotator") for i in range(30)]
+    campaign = make_campaign(items=1, overlap=30, annotators=users)
+    firsts = {assignment_lease_next(campaign=campaign, annotator=u).display_order[0] for u in users}
+    assert len(firsts) == 2
+
+
+def test_reentering_returns_the_open_lease(campaign, annotator):
+    first = assignment_lease_next(campaign=campaign, annotator=annotator)
+    again = assignment_lease_next(campaign=campaign, annotator=annotator)
+    assert again.pk == first.pk
+    assert Assignment.objects.filter(annotator=annotator).count() == 1
+
+
+def test_submit_stores_judgment_against_response_ids_with_display_order(campaign, annotator):
+    a = assignment_lease_next(campaign=campaign, annotator=annotator)
+    judgment, created = judgment_submit(
+        assignment=a, annotator=annotator,
+        answer={"outcome": "preferred", "preferred_response_id": a.display_order[1], "strength": 3,
+                "rationale": "  more complete  ", "time_taken_ms": 4200},
+    )
+    assert created
+    assert judgment.preferred_response_id == a.display_order[1]
+    assert judgment.display_order == a.display_order
+    assert (judgment.strength, judgment.rationale, judgment.time_taken_ms) == (3, "more complete", 4200)
+    assert judgment.campaign_version == campaign.version
+    a.refresh_from_db()
+    item = Item.objects.get(pk=a.item_id)
+    assert a.status == Assignment.Status.SUBMITTED and a.completed_at is not None
+    assert (item.judgment_count, item.lease_count) == (1, 0)
+
+
+def test_submit_is_idempotent_on_the_assignment(campaign, annotator):
+    """A repeated submit returns the stored judgment and counts nothing twice."""
+    a = assignment_lease_next(campaign=campaign, annotator=annotator)
+    j1, created1 = judgment_submit(assignment=a, annotator=annotator, answer=prefer_first(a))
+    j2, created2 = judgment_submit(assignment=a, annotator=annotator, answer={"outcome": "tie"})
+    assert (created1, created2) == (True, False) and j1.pk == j2.pk
+    assert Judgment.objects.count() == 1
+    assert Item.objects.get(pk=a.item_id).judgment_count == 1
+
+
+def test_overlap_is_exact_and_no_annotator_judges_an_item_twice(make_campaign, make_user):
+    """With overlap 2 and three annotators, each item gets exactly 2 judgments by 2 people."""
+    users = [make_user(f"a{i}", "annotator") for i in range(3)]
+    campaign = make_campaign(items=3, overlap=2, annotators=users)
+    served = 0
+    for _ in range(5):
+        for u in users:
+            a = assignment_lease_next(campaign=campaign, annotator=u)
+            if a is not None:
+                judgment_submit(assignment=a, annotator=u, answer=prefer_first(a))
+                served += 1
+    assert served == 6
+    for item in Item.objects.filter(campaign=campaign):
+        assert item.judgment_count == 2
+        assert item.judgments.values("annotator").distinct().count() == 2
+    assert all(assignment_lease_next(campaign=campaign, annotator=u) is None for u in users)
+
+
+def test_items_closest_to_completion_are_served_first(make_campaign, make_user):
+    users = [make_user(f"o{i}", "annotator") for i in range(2)]
+    campaign = make_campaign(items=10, overlap=2, annotators=users)
+    a = assignment_lease_next(campaign=campaign, annotator=users[0])
+    judgment_submit(assignment=a, annotator=users[0], answer=prefer_first(a))
+    b = assignment_lease_next(campaign=campaign, annotator=users[1])
+    assert b.item_id == a.item_id  # the half-done item is finished first
+
+
+def test_higher_priority_first_among_equally_complete(make_campaign, annotator):
+    campaign = make_campaign(items=5, annotators=[annotator])
+    item = Item.objects.filter(campaign=campaign).order_by("-random_key").first()
+    Item.objects.filter(pk=item.pk).update(priority=10)
+    assert assignment_lease_next(campaign=campaign, annotator=annotator).item_id == item.pk
+
+
+def test_expired_lease_returns_the_item_to_the_pool(make_campaign, annotator, annotator2):
+    campaign = make_campaign(items=1, overlap=1, annotators=[annotator, annotator2])
+    a = assignment_lease_next(campaign=campaign, annotator=annotator)
+    assert assignment_lease_next(campaign=campaign, annotator=annotator2) is None  # the only slot is leased
+    expire(a)
+    b = assignment_lease_next(campaign=campaign, annotator=annotator2)
+    assert b is not None and b.item_id == a.item_id
+    a.refresh_from_db()
+    assert a.status == Assignment.Status.EXPIRED
+
+
+def test_late_submit_is_accepted_while_the_item_still_needs_a_judgment(make_campaign, annotator):
+    campaign = make_campaign(items=1, overlap=1, annotators=[annotator])
+    a = assignment_lease_next(campaign=campaign, annotator=annotator)
+    expire(a)
+    assert leases_expire(campaign_id=campaign.pk) == 1
+    judgment, created = judgment_submit(assignment=a, annotator=annotator, answer=prefer_first(a))
+    assert created
+    item = Item.objects.get(pk=a.item_id)
+    assert (item.judgment_count, item.lease_count) == (1, 0)
+
+
+def test_late_submit_gets_a_conflict_when_the_item_is_full(make_campaign, annotator, annotator2):
+    campaign = make_campaign(items=1, overlap=1, annotators=[annotator, annotator2])
+    a = assignment_lease_next(campaign=campaign, annotator=annotator)
+    expire(a)
+    b = assignment_lease_next(campaign=campaign, annotator=annotator2)
+    judgment_submit(assignment=b, annotator=annotator2, answer=prefer_first(b))
+    with pytest.raises(ConflictError, match="already has all the judgments it needs"):
+        judgment_submit(assignment=a, annotator=annotator, answer=prefer_first(a))
+    assert Judgment.objects.count() == 1
+    assert Item.objects.get(pk=a.item_id).judgment_count == 1
+
+
+def test_skip_releases_the_lease_and_is_not_served_again(make_campaign, annotator):
+    campaign = make_campaign(items=1, overlap=1, annotators=[annotator])
+    a = assignment_lease_next(campaign=campaign, annotator=annotator)
+    assignment_skip(assignment=a, annotator=annotator, reason="unsafe")
+    a.refresh_from_db()
+    assert (a.status, a.skip_reason) == (Assignment.Status.SKIPPED, "unsafe")
+    assert Item.objects.get(pk=a.item_id).lease_count == 0
+    assert assignment_lease_next(campaign=campaign, annotator=annotator) is None
+    with pytest.raises(ConflictError, match="You skipped this item"):
+        judgment_submit(assignment=a, annotator=annotator, answer=prefer_first(a))
+
+
+def test_skip_rejects_unknown_reason_and_judged_items(campaign, annotator):
+    a = assignment_lease_next(campaign=campaign, annotator=annotator)
+    with pytest.raises(ApplicationError, match="reason: must be one of"):
+        assignment_skip(assignment=a, annotator=annotator, reason="boring")
+    judgment_submit(assignment=a, annotator=annotator, answer=prefer_first(a))
+    with pytest.raises(ConflictError, match="already judged"):
+        assignment_skip(assignment=a, annotator=annotator)
+
+
+def test_someone_elses_assignment_is_refused(campaign, annotator, annotator2):
+    a = assignment_lease_next(campaign=campaign, annotator=annotator)
+    with pytest.raises(ForbiddenError):
+        judgment_submit(assignment=a, annotator=annotator2, answer=prefer_first(a))
+    with pytest.raises(ForbiddenError):
+        assignment_skip(assignment=a, annotator=annotator2)
+
+
+def test_invalid_answers_name_the_field_and_store_nothing(campaign, annotator, make_campaign):
+    a = assignment_lease_next(campaign=campaign, annotator=annotator)
+    other = make_campaign(items=1, name="Other", annotators=[annotator])
+    foreign = assignment_lease_next(campaign=other, annotator=annotator).display_order[0]
+    cases = [
+        ({"outcome": "maybe"}, "outcome: must be one of preferred, tie, both_bad"),
+        ({"outcome": "preferred", "strength": 2}, "preferred_response_id: is required"),
+        ({"outcome": "preferred", "preferred_response_id": foreign, "strength": 2},
+         "preferred_response_id: is not one of this item's responses"),
+        ({"outcome": "preferred", "preferred_response_id": a.display_order[0]}, "strength: is required"),
+        ({"outcome": "preferred", "preferred_response_id": a.display_order[0], "strength": 4},
+         "strength: must be 1, 2 or 3, not 4"),
+        ({"outcome": "tie", "strength": 1}, "strength: must be empty when the outcome is tie"),
+        ({"outcome": "tie", "edited_response": "x"}, "edited_response: this campaign does not allow editing"),
+        ({"outcome": "tie", "time_taken_ms": -5}, "time_taken_ms: must be between"),
+    ]
+    for answer, message in cases:
+        with pytest.raises(ApplicationError) as exc:
+            judgment_submit(assignment=a, annotator=annotator, answer=answer)
+        assert message in exc.value.message, (answer, exc.value.message)
+    assert Judgment.objects.count() == 0
+    a.refresh_from_db()
+    assert a.status == Assignment.Status.LEASED
+
+
+def test_campaign_options_restrict_outcomes(make_campaign, annotator):
+    campaign = make_campaign(items=1, annotators=[annotator], allow_ties=False, allow_both_bad=False,
+                             use_strength=False, require_rationale=True)
+    a = assignment_lease_next(campaign=campaign, annotator=annotator)
+    for answer, message in [
+        ({"outcome": "tie"}, "does not allow ties"),
+        ({"outcome": "both_bad"}, "does not allow 'both bad'"),
+        ({"outcome": "preferred", "preferred_response_id": a.display_order[0], "strength": 1}, "does not ask for strength"),
+        ({"outcome": "preferred", "preferred_response_id": a.display_order[0]}, "rationale: is required"),
+    ]:
+        with pytest.raises(ApplicationError, match=message):
+            judgment_submit(assignment=a, annotator=annotator, answer=answer)
+    j, _ = judgment_submit(assignment=a, annotator=annotator,
+                           answer={"outcome": "preferred", "preferred_response_id": a.display_order[0], "rationale": "ok"})
+    assert j.strength is None
+
+
+def test_paused_campaign_serves_nothing_and_paused_member_gets_nothing(campaign, annotator):
+    campaign_set_status(campaign=campaign, status=Campaign.Status.PAUSED)
+    with pytest.raises(ConflictError, match="This campaign is paused"):
+        assignment_lease_next(campaign=campaign, annotator=annotator)
+    campaign_set_status(campaign=campaign, status=Campaign.Status.ACTIVE)
+    Membership.objects.filter(campaign=campaign, user=annotator).update(is_active=False)
+    with pytest.raises(ForbiddenError, match="paused by its manager"):
+        assignment_lease_next(campaign=campaign, annotator=annotator)
+
+
+def test_per_annotator_cap(make_campaign, annotator):
+    campaign = make_campaign(items=5, annotators=[annotator])
+    Membership.objects.filter(campaign=campaign, user=annotator).update(cap=2)
+    for _ in range(2):
+        a = assignment_lease_next(campaign=campaign, annotator=annotator)
+        judgment_submit(assignment=a, annotator=annotator, answer=prefer_first(a))
+    assert assignment_lease_next(campaign=campaign, annotator=annotator) is None
+
+
+def test_closed_campaign_refuses_submit(campaign, annotator):
+    a = assignment_lease_next(campaign=campaign, annotator=annotator)
+    campaign_set_status(campaign=campaign, status=Campaign.Status.CLOSED)
+    with pytest.raises(ConflictError, match="closed"):
+        judgment_submit(assignment=a, annotator=annotator, answer=prefer_first(a))
+
+
+def test_database_constraints_hold_the_invariants(campaign, annotator):
+    """The database itself refuses a second assignment per (item, annotator) and over-target counts."""
+    a = assignment_lease_next(campaign=campaign, annotator=annotator)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Assignment.objects.create(campaign=campaign, item=a.item, annotator=annotator, display_order=[],
+                                  leased_at=a.leased_at, expires_at=a.expires_at)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Item.objects.filter(pk=a.item_id).update(judgment_count=campaign.overlap)  # plus the open lease
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Assignment.objects.filter(pk=a.pk).update(status="lost")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Campaign.objects.filter(pk=campaign.pk).update(overlap=0)
+    judgment, _ = judgment_submit(assignment=a, annotator=annotator, answer=prefer_first(a))
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Judgment.objects.filter(pk=judgment.pk).update(preferred_response=None)

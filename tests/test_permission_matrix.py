@@ -1,0 +1,517 @@
+"""Permission matrix: every URL route of the project x every role -> the expected HTTP status.
+
+How it works
+------------
+* `_walk()` walks `django.urls.get_resolver()` recursively and yields every route with its full
+  route string and its full name (namespace included, e.g. ``api:assignment_next``).
+* `RULES` maps every non-admin route name to one or more `Rule`s: a method, a request body and
+  the expected outcome for each of the seven roles. `test_every_route_has_a_rule` fails when a
+  route is added without a rule (or a rule is left behind when a route is removed).
+* The Django admin is covered by one prefix rule (`ADMIN_PREFIX`): every admin route must live
+  under ``admin/``; `test_admin_routes` requests every named admin route for every role.
+* `test_permission_cell` runs one request per (route, method, role), each on fresh database state.
+
+Conventions for a cell
+----------------------
+Allowed roles get a 2xx (or, for a page that redirects on success, a 302 somewhere other than the
+login page). Denied roles get 302-to-login (pages), 403 (wrong global role, or wrong role in the
+campaign) or 404 (not a member: a forged id reveals nothing). Write endpoints get *valid* bodies:
+the API views validate the body before they look the campaign/assignment up, so an invalid body
+would answer 400 before the object-level check is reached and the cell would test nothing.
+
+Anonymous API requests get 403, not 401: DRF answers NotAuthenticated with 401 only when the
+*first* authentication class sends a `WWW-Authenticate` header, and SessionAuthentication (listed
+first in REST_FRAMEWORK, before TokenAuthentication) sends none.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.shortcuts import resolve_url
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+from rest_framework.views import APIView
+
+from annotation.models import Assignment, Campaign, Judgment, Membership, Role
+from annotation.services.serving import assignment_lease_next, judgment_submit
+from tests.conftest import PASSWORD, jsonl, pair_rows
+
+ROLES = ("anonymous", "annotator", "outsider", "researcher", "manager", "other_manager", "superuser")
+MEMBERS_OF_A = {"annotator", "researcher", "manager"}
+ADMIN_PREFIX = "admin/"
+ADMIN_NAMESPACE = "admin"
+
+
+# --- Walking the URLconf ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    route: str  # full route string, e.g. "api/v1/campaigns/<int:campaign_id>/next/"
+    name: str | None  # full name with namespaces, e.g. "api:assignment_next"; None when unnamed
+    callback: Callable
+
+    @property
+    def key(self) -> str:
+        return self.name or f"<unnamed {self.route!r}>"
+
+
+def _walk(resolver: URLResolver | None = None, prefix: str = "", namespace: str = "") -> Iterator[Route]:
+    resolver = resolver or get_resolver()
+    for p in resolver.url_patterns:
+        # str() of a RoutePattern is its route; of a RegexPattern its regex (kept as written).
+        piece = str(p.pattern)
+        if isinstance(p, URLResolver):
+            ns = namespace
+            if p.namespace:
+                ns = f"{namespace}:{p.namespace}" if namespace else p.namespace
+            yield from _walk(p, prefix + piece, ns)
+        elif isinstance(p, URLPattern):
+            name = None
+            if p.name:
+                name = f"{namespace}:{p.name}" if namespace else p.name
+            yield Route(route=prefix + piece, name=name, callback=p.callback)
+        else:  # pragma: no cover - Django has only these two kinds
+            raise TypeError(f"unknown URL pattern type {type(p)!r}")
+
+
+def _is_admin(route: Route) -> bool:
+    return route.route.startswith(ADMIN_PREFIX)
+
+
+# --- Expectations ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToLogin:
+    """302 to the site login page (pages behind @login_required)."""
+
+    def __str__(self) -> str:
+        return "302→login"
+
+
+@dataclass(frozen=True)
+class RedirectTo:
+    """302 to a named route of campaign A (or one without kwargs)."""
+
+    name: str
+    campaign_kwarg: bool = True
+
+    def __str__(self) -> str:
+        return f"302→{self.name}"
+
+
+LOGIN = ToLogin()
+Expect = int | ToLogin | RedirectTo
+
+
+@dataclass(frozen=True)
+class XFail:
+    """A cell that fails because of an app bug: expected value, and why it fails today."""
+
+    expect: Expect
+    reason: str
+
+
+@dataclass
+class World:
+    users: dict[str, Any]
+    campaign: Campaign
+    assignment: Assignment  # leased to `annotator` in campaign A
+
+
+Body = Callable[[World, str], dict | None]
+Check = Callable[[Any, World, str], None]
+
+
+@dataclass
+class Rule:
+    method: str
+    expect: dict[str, Expect | XFail]
+    body: Body | None = None
+    multipart: bool = False
+    check: Check | None = None
+    note: str = ""
+    kwargs: Callable[[World], dict] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        missing = set(ROLES) - set(self.expect)
+        extra = set(self.expect) - set(ROLES)
+        assert not missing and not extra, f"rule must give every role a cell: missing {missing}, unknown {extra}"
+
+
+def cells(anonymous, annotator, outsider, researcher, manager, other_manager, superuser) -> dict[str, Expect]:
+    return dict(
+        anonymous=anonymous, annotator=annotator, outsider=outsider, researcher=researcher,
+        manager=manager, other_manager=other_manager, superuser=superuser,
+    )
+
+
+def _campaign_kwargs(w: World) -> dict:
+    return {"campaign_id": w.campaign.pk}
+
+
+def _assignment_kwargs(w: World) -> dict:
+    return {"assignment_id": w.assignment.pk}
+
+
+def _import_file() -> io.BytesIO:
+    f = io.BytesIO("\n".join(jsonl(pair_rows(2, prefix="matrix"))).encode())
+    f.name = "items.jsonl"
+    return f
+
+
+def _check_campaign_a_listed(response, w: World, role: str) -> None:
+    ids = {c["id"] for c in response.json()}
+    should_see = role in MEMBERS_OF_A or role == "superuser"
+    assert (w.campaign.pk in ids) == should_see, f"{role} {'cannot' if should_see else 'can'} see campaign A: {ids}"
+
+
+def _check_home_lists_a(response, w: World, role: str) -> None:
+    should_see = role in MEMBERS_OF_A or role == "superuser"
+    seen = w.campaign.name in response.content.decode()
+    assert seen == should_see, f"{role} {'cannot' if should_see else 'can'} see campaign A on the home page"
+
+
+# Denial codes used below:
+#   LOGIN  page, not logged in
+#   403    API not logged in (see module doc), wrong global role, or wrong role in the campaign
+#   404    not a member of the campaign / not the owner of the assignment
+RULES: dict[str, list[Rule]] = {
+    # -- Site auth (public) -----------------------------------------------------------------
+    "login": [
+        Rule("GET", cells(200, RedirectTo("home", False), RedirectTo("home", False), RedirectTo("home", False),
+                          RedirectTo("home", False), RedirectTo("home", False), RedirectTo("home", False)),
+             note="public; logged-in users are sent home (redirect_authenticated_user)"),
+    ],
+    "logout": [
+        Rule("POST", cells(*[RedirectTo("login", False)] * 7), note="public, POST only"),
+        Rule("GET", cells(*[405] * 7), note="Django 5 LogoutView is POST only"),
+    ],
+    # -- Pages ------------------------------------------------------------------------------
+    "home": [
+        Rule("GET", cells(LOGIN, 200, 200, 200, 200, 200, 200), check=_check_home_lists_a),
+    ],
+    "campaign_new": [
+        Rule("GET", cells(LOGIN, 403, 403, 403, 200, 200, 200), note="global managers only"),
+        Rule("POST", cells(LOGIN, 403, 403, 403, 200, 200, 200), body=lambda w, r: {"name": ""},
+             note="invalid form: allowed roles see it again (200)"),
+    ],
+    "campaign_detail": [
+        Rule("GET", cells(LOGIN, RedirectTo("campaign_judge"), 404, 200, 200, 404, 200), kwargs=_campaign_kwargs,
+             note="annotators are sent to the judging page"),
+    ],
+    "campaign_status": [
+        Rule("POST", cells(LOGIN, 403, 404, 403, RedirectTo("campaign_detail"), 404, RedirectTo("campaign_detail")),
+             kwargs=_campaign_kwargs, body=lambda w, r: {"status": "paused"}),
+    ],
+    "campaign_import": [
+        Rule("GET", cells(LOGIN, 403, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
+    "campaign_judge": [
+        Rule("GET", cells(LOGIN, 200, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
+    # -- API --------------------------------------------------------------------------------
+    "api:auth_token": [
+        Rule(
+            "POST", cells(400, 200, 200, 200, 200, 200, 200),
+            body=lambda w, r: {"username": w.users[r].username if w.users[r] else "nobody", "password": PASSWORD},
+            note="public; each role posts its own credentials, anonymous posts a user that does not exist",
+        ),
+    ],
+    "api:campaign_list": [
+        Rule("GET", cells(403, 200, 200, 200, 200, 200, 200), check=_check_campaign_a_listed,
+             note="outsider/other_manager get a list without campaign A"),
+    ],
+    "api:campaign_create": [
+        Rule("POST", cells(403, 403, 403, 403, 201, 201, 201), body=lambda w, r: {"name": "Matrix campaign"}),
+    ],
+    "api:campaign_detail": [
+        Rule("GET", cells(403, 200, 404, 200, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
+    "api:campaign_status": [
+        Rule("POST", cells(403, 403, 403, 403, 200, 404, 200), kwargs=_campaign_kwargs,
+             body=lambda w, r: {"status": "paused"},
+             note="outsider is a global annotator: IsManager denies (403) before the campaign lookup"),
+    ],
+    "api:campaign_member_add": [
+        Rule("POST", cells(403, 403, 403, 403, 201, 404, 201), kwargs=_campaign_kwargs,
+             body=lambda w, r: {"username": "outsider", "role": "annotator"}),
+    ],
+    "api:campaign_import": [
+        Rule("POST", cells(403, 403, 403, 403, 201, 404, 201), kwargs=_campaign_kwargs, multipart=True,
+             body=lambda w, r: {"file": _import_file(), "format": "auto"}),
+    ],
+    "api:assignment_next": [
+        Rule("POST", cells(403, 200, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs,
+             note="researchers fail IsJudge (global role); non-members get 404"),
+    ],
+    "api:judgment_submit": [
+        Rule("POST", cells(403, 201, 404, 403, 404, 404, 404), kwargs=_assignment_kwargs,
+             body=lambda w, r: {"outcome": "tie"},
+             note="only the assignment's annotator; even its campaign's manager gets 404"),
+    ],
+    "api:assignment_skip": [
+        Rule("POST", cells(403, 200, 404, 403, 404, 404, 404), kwargs=_assignment_kwargs, body=lambda w, r: {}),
+    ],
+    "api:schema": [
+        Rule("GET", cells(403, 200, 200, 200, 200, 200, 200), note="SERVE_PERMISSIONS: IsAuthenticated"),
+    ],
+    "api:docs": [
+        Rule("GET", cells(403, 200, 200, 200, 200, 200, 200)),
+    ],
+}
+
+
+# --- Fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings) -> None:
+    # Seven users per test: the default PBKDF2 hasher would make the matrix slow.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def world(make_user, manager, annotator, outsider, researcher, campaign) -> World:
+    other_manager = make_user("other_manager", Role.MANAGER)
+    superuser = get_user_model().objects.create_superuser(username="root", password=PASSWORD, email="r@example.com")
+    assignment = assignment_lease_next(campaign=campaign, annotator=annotator)
+    assert assignment is not None
+    users = dict(
+        anonymous=None, annotator=annotator, outsider=outsider, researcher=researcher,
+        manager=manager, other_manager=other_manager, superuser=superuser,
+    )
+    return World(users=users, campaign=campaign, assignment=assignment)
+
+
+def _client(w: World, role: str) -> APIClient:
+    # A real session login (not force_authenticate): pages and the API both see the session,
+    # and the API's authentication classes run as they do for a browser.
+    client = APIClient()
+    if w.users[role] is not None:
+        client.force_login(w.users[role])
+    return client
+
+
+def _assert_cell(response, expect: Expect, w: World, label: str) -> None:
+    got = response.status_code
+    location = response.headers.get("Location", "")
+    if isinstance(expect, ToLogin):
+        login = resolve_url("login")
+        assert got == 302 and location.startswith(f"{login}?next="), (
+            f"{label}: expected 302 to {login}?next=…, got {got} {location!r}"
+        )
+    elif isinstance(expect, RedirectTo):
+        target = reverse(expect.name, kwargs=_campaign_kwargs(w) if expect.campaign_kwarg else None)
+        assert got == 302 and location == target, f"{label}: expected 302 to {target}, got {got} {location!r}"
+    else:
+        body = response.content[:300].decode(errors="replace")
+        assert got == expect, f"{label}: expected {expect}, got {got}: {body}"
+
+
+# --- The matrix ------------------------------------------------------------------------------
+
+
+def _cell_params() -> list:
+    params = []
+    for name, rules in RULES.items():
+        for rule in rules:
+            for role in ROLES:
+                expect = rule.expect[role]
+                marks = []
+                if isinstance(expect, XFail):
+                    marks = [pytest.mark.xfail(strict=True, reason=expect.reason)]
+                params.append(pytest.param(name, rule, role, id=f"{name}-{rule.method}-{role}", marks=marks))
+    return params
+
+
+@pytest.mark.parametrize(("name", "rule", "role"), _cell_params())
+def test_permission_cell(world: World, name: str, rule: Rule, role: str) -> None:
+    expect = rule.expect[role]
+    if isinstance(expect, XFail):
+        expect = expect.expect
+    url = reverse(name, kwargs=rule.kwargs(world) if rule.kwargs else None)
+    client = _client(world, role)
+    body = rule.body(world, role) if rule.body else None
+    send = getattr(client, rule.method.lower())
+    if rule.method == "GET":
+        response = send(url)
+    elif rule.multipart:
+        response = send(url, body or {}, format="multipart")
+    elif name.startswith("api:"):
+        response = send(url, body or {}, format="json")
+    else:
+        response = send(url, body or {})  # form-encoded, as a browser posts
+    label = f"{rule.method} {url} as {role}"
+    _assert_cell(response, expect, world, label)
+    if rule.check and not isinstance(expect, (ToLogin, RedirectTo)) and 200 <= response.status_code < 300:
+        rule.check(response, world, role)
+
+
+# --- Every route has a rule --------------------------------------------------------------------
+
+
+def test_every_route_has_a_rule() -> None:
+    routes = list(_walk())
+    problems = []
+    for r in routes:
+        if _is_admin(r):
+            if r.name is not None and not r.name.startswith(f"{ADMIN_NAMESPACE}:"):
+                problems.append(f"route {r.route!r} ({r.name}) is under {ADMIN_PREFIX} but not in the admin namespace")
+            continue
+        if r.name is None:
+            problems.append(f"route {r.route!r} has no name; name it and add a rule to the permission matrix")
+        elif r.name.startswith(f"{ADMIN_NAMESPACE}:"):
+            problems.append(f"route {r.route!r} ({r.name}) is in the admin namespace but outside {ADMIN_PREFIX}")
+        elif r.name not in RULES:
+            problems.append(f"route {r.name} ({r.route!r}) has no rule in the permission matrix — add one")
+    found = {r.name for r in routes if r.name and not _is_admin(r)}
+    for stale in sorted(set(RULES) - found):
+        problems.append(f"rule {stale} matches no route — remove it from the permission matrix")
+    assert not problems, "\n".join(problems)
+    assert any(_is_admin(r) for r in routes), "the admin's routes were not found by the walk"
+
+
+def test_walk_finds_nested_namespaced_and_regex_routes() -> None:
+    """Guard the walker itself: it must see into includes, namespaces and regex patterns."""
+    by_name = {r.name: r for r in _walk() if r.name}
+    assert by_name["api:assignment_next"].route == "api/v1/campaigns/<int:campaign_id>/next/"
+    assert by_name["admin:index"].route == "admin/"
+    assert "(?P<app_label>" in by_name["admin:app_list"].route
+    assert any(r.name is None and r.route.startswith(ADMIN_PREFIX) for r in _walk())
+
+
+# --- The admin: one prefix rule ------------------------------------------------------------------
+
+# Every admin route: anonymous and non-staff users are sent to the admin login; the superuser
+# gets the page. Exceptions below. Unnamed admin routes (the `<object_id>/` redirects and the
+# catch-all) cannot be reversed; they are covered by the prefix assertion above.
+ADMIN_DENIED = {"anonymous", "annotator", "outsider", "researcher", "manager", "other_manager"}
+ADMIN_EXCEPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    # name: (method, {role or "denied": expected})
+    "admin:login": ("GET", {"denied": 200, "superuser": "302→admin:index"}),
+    # admin_view sends a non-staff POST to logout to the index (which then asks for a login).
+    "admin:logout": ("POST", {"denied": "302→admin:index", "superuser": 200}),
+    # No term/app/model/field: the autocomplete view refuses the request as malformed.
+    "admin:autocomplete": ("GET", {"denied": "302→admin:login", "superuser": 403}),
+    # Content types without get_absolute_url have no page to show.
+    "admin:view_on_site": ("GET", {"denied": 404, "superuser": 404}),
+}
+
+
+def _admin_object_ids(w: World) -> dict[str, Any]:
+    """One real object per admin model, so the superuser's change/delete/history pages are 200."""
+    annotator2 = get_user_model().objects.get(username="ann2")
+    a2 = assignment_lease_next(campaign=w.campaign, annotator=annotator2)
+    judgment_submit(assignment=a2, annotator=annotator2, answer={"outcome": "tie"})
+    Token.objects.create(user=w.users["superuser"])
+    item = w.assignment.item
+    return {
+        "auth_group": Group.objects.first().pk,
+        "auth_user": w.users["annotator"].pk,
+        "authtoken_tokenproxy": w.users["superuser"].pk,
+        "annotation_campaign": w.campaign.pk,
+        "annotation_membership": Membership.objects.filter(campaign=w.campaign).first().pk,
+        "annotation_prompt": item.prompt_id,
+        "annotation_response": item.item_responses.first().response_id,
+        "annotation_item": item.pk,
+        "annotation_assignment": w.assignment.pk,
+        "annotation_judgment": Judgment.objects.first().pk,
+    }
+
+
+def _admin_url(route: Route, ids: dict[str, Any], w: World) -> str:
+    short = route.name.split(":", 1)[1]
+    if short == "app_list":
+        return reverse(route.name, kwargs={"app_label": "annotation"})
+    if short == "view_on_site":
+        from django.contrib.contenttypes.models import ContentType
+
+        ct = ContentType.objects.get_for_model(Campaign)
+        return reverse(route.name, kwargs={"content_type_id": ct.pk, "object_id": w.campaign.pk})
+    if short == "auth_user_password_change":
+        return reverse(route.name, kwargs={"id": ids["auth_user"]})
+    for model, pk in ids.items():
+        if short.startswith(model + "_") and short.rsplit("_", 1)[1] in {"change", "delete", "history"}:
+            return reverse(route.name, kwargs={"object_id": pk})
+    return reverse(route.name)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_admin_routes(world: World, role: str) -> None:
+    """Request every named admin route as `role` (one test per role; admin GETs change nothing)."""
+    ids = _admin_object_ids(world)
+    client = _client(world, role)
+    admin_login = reverse("admin:login")
+    problems = []
+    admin_routes = [r for r in _walk() if _is_admin(r)]
+    assert admin_routes and all(r.route.startswith(ADMIN_PREFIX) for r in admin_routes)
+    for route in admin_routes:
+        if route.name is None:
+            continue
+        url = _admin_url(route, ids, world)
+        method, special = ADMIN_EXCEPTIONS.get(route.name, ("GET", {}))
+        key = "superuser" if role == "superuser" else "denied"
+        expect = special.get(key, 200 if role == "superuser" else "302→admin:login")
+        response = client.post(url) if method == "POST" else client.get(url)
+        got = response.status_code
+        location = response.headers.get("Location", "")
+        if expect == "302→admin:login":
+            ok = got == 302 and location.startswith(f"{admin_login}?next=")
+        elif expect == "302→admin:index":
+            ok = got == 302 and location == reverse("admin:index")
+        else:
+            ok = got == expect
+        if not ok:
+            problems.append(f"{method} {url} ({route.name}) as {role}: expected {expect}, got {got} {location!r}")
+        if route.name == "admin:logout" and role == "superuser":
+            client.force_login(world.users["superuser"])  # logged out by the request: log back in
+    assert not problems, "\n".join(problems)
+
+
+# --- Every API view states its permission classes -------------------------------------------------
+
+
+def _api_views() -> list[tuple[Route, type]]:
+    views = []
+    for r in _walk():
+        cls = getattr(r.callback, "view_class", None) or getattr(r.callback, "cls", None)
+        if cls is not None and isinstance(cls, type) and issubclass(cls, APIView):
+            views.append((r, cls))
+    return views
+
+
+def test_every_api_view_sets_permission_classes() -> None:
+    """The default (IsAdminUser) is deny-by-default; every view must say who may call it."""
+    views = _api_views()
+    assert {r.name for r, _ in views} >= {n for n in RULES if n.startswith("api:")} - {"api:schema", "api:docs"}
+    missing = []
+    for route, cls in views:
+        if cls.__module__.startswith("drf_spectacular."):
+            # Third-party schema views take their permissions from SPECTACULAR_SETTINGS.SERVE_PERMISSIONS.
+            continue
+        if not any("permission_classes" in vars(k) for k in cls.__mro__ if k is not APIView):
+            missing.append(f"{cls.__module__}.{cls.__qualname__} ({route.name}) does not set permission_classes")
+    assert not missing, "\n".join(missing)
+
+
+def test_matrix_summary_is_consistent() -> None:
+    """Each cell is either allowed or denied in a meaningful way (no 5xx, no bare 302)."""
+    for name, rules in RULES.items():
+        for rule in rules:
+            for role, expect in rule.expect.items():
+                e = expect.expect if isinstance(expect, XFail) else expect
+                assert isinstance(e, (ToLogin, RedirectTo)) or (isinstance(e, int) and 200 <= e < 500 and e != 302), (
+                    name, role, e)
+                if role == "anonymous" and not name.startswith("api:") and name not in {"login", "logout"}:
+                    assert e == LOGIN or e == 405, f"{name}: anonymous must be sent to the login page"
