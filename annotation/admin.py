@@ -1,6 +1,15 @@
 from django.contrib import admin
 
-from annotation.models import Assignment, Campaign, Item, ItemResponse, Judgment, Membership, Prompt, Response
+from annotation.models import (
+    Assignment,
+    Campaign,
+    Item,
+    ItemResponse,
+    Judgment,
+    Membership,
+    Prompt,
+    Response,
+)
 
 
 class MembershipInline(admin.TabularInline):

@@ -3,7 +3,7 @@
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,7 +20,12 @@ from annotation.selectors import (
 )
 from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
 from annotation.services.imports import items_import
-from annotation.services.serving import SKIP_REASONS, assignment_lease_next, assignment_skip, judgment_submit
+from annotation.services.serving import (
+    SKIP_REASONS,
+    assignment_lease_next,
+    assignment_skip,
+    judgment_submit,
+)
 
 ERROR = inline_serializer("Error", {"message": serializers.CharField(), "extra": serializers.DictField()})
 

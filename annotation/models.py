@@ -174,6 +174,9 @@ class ItemResponse(models.Model):
             models.UniqueConstraint(fields=["item", "position"], name="item_position_unique"),
         ]
 
+    def __str__(self) -> str:
+        return f"item {self.item_id} position {self.position}: response {self.response_id}"
+
 
 class Assignment(models.Model):
     class Status(models.TextChoices):

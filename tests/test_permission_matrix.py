@@ -19,15 +19,15 @@ campaign) or 404 (not a member: a forged id reveals nothing). Write endpoints ge
 the API views validate the body before they look the campaign/assignment up, so an invalid body
 would answer 400 before the object-level check is reached and the cell would test nothing.
 
-Anonymous API requests get 403, not 401: DRF answers NotAuthenticated with 401 only when the
-*first* authentication class sends a `WWW-Authenticate` header, and SessionAuthentication (listed
-first in REST_FRAMEWORK, before TokenAuthentication) sends none.
+Anonymous API requests get 401 (`ANON_API`), with `WWW-Authenticate: Token`: DRF answers
+NotAuthenticated with 401 only when the *first* authentication class sends a `WWW-Authenticate`
+header. TokenAuthentication is listed first in REST_FRAMEWORK; were SessionAuthentication first
+(it sends no header), anonymous callers would get 403 and every anonymous API cell would fail.
 """
 
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +49,7 @@ ROLES = ("anonymous", "annotator", "outsider", "researcher", "manager", "other_m
 MEMBERS_OF_A = {"annotator", "researcher", "manager"}
 ADMIN_PREFIX = "admin/"
 ADMIN_NAMESPACE = "admin"
+ANON_API = 401  # see the module docstring
 
 
 # --- Walking the URLconf ----------------------------------------------------------------------
@@ -184,7 +185,8 @@ def _check_home_lists_a(response, w: World, role: str) -> None:
 
 # Denial codes used below:
 #   LOGIN  page, not logged in
-#   403    API not logged in (see module doc), wrong global role, or wrong role in the campaign
+#   401    API, not logged in (ANON_API, see the module docstring)
+#   403    wrong global role, or wrong role in the campaign
 #   404    not a member of the campaign / not the owner of the assignment
 RULES: dict[str, list[Rule]] = {
     # -- Site auth (public) -----------------------------------------------------------------
@@ -229,45 +231,45 @@ RULES: dict[str, list[Rule]] = {
         ),
     ],
     "api:campaign_list": [
-        Rule("GET", cells(403, 200, 200, 200, 200, 200, 200), check=_check_campaign_a_listed,
+        Rule("GET", cells(ANON_API, 200, 200, 200, 200, 200, 200), check=_check_campaign_a_listed,
              note="outsider/other_manager get a list without campaign A"),
     ],
     "api:campaign_create": [
-        Rule("POST", cells(403, 403, 403, 403, 201, 201, 201), body=lambda w, r: {"name": "Matrix campaign"}),
+        Rule("POST", cells(ANON_API, 403, 403, 403, 201, 201, 201), body=lambda w, r: {"name": "Matrix campaign"}),
     ],
     "api:campaign_detail": [
-        Rule("GET", cells(403, 200, 404, 200, 200, 404, 200), kwargs=_campaign_kwargs),
+        Rule("GET", cells(ANON_API, 200, 404, 200, 200, 404, 200), kwargs=_campaign_kwargs),
     ],
     "api:campaign_status": [
-        Rule("POST", cells(403, 403, 403, 403, 200, 404, 200), kwargs=_campaign_kwargs,
+        Rule("POST", cells(ANON_API, 403, 403, 403, 200, 404, 200), kwargs=_campaign_kwargs,
              body=lambda w, r: {"status": "paused"},
              note="outsider is a global annotator: IsManager denies (403) before the campaign lookup"),
     ],
     "api:campaign_member_add": [
-        Rule("POST", cells(403, 403, 403, 403, 201, 404, 201), kwargs=_campaign_kwargs,
+        Rule("POST", cells(ANON_API, 403, 403, 403, 201, 404, 201), kwargs=_campaign_kwargs,
              body=lambda w, r: {"username": "outsider", "role": "annotator"}),
     ],
     "api:campaign_import": [
-        Rule("POST", cells(403, 403, 403, 403, 201, 404, 201), kwargs=_campaign_kwargs, multipart=True,
+        Rule("POST", cells(ANON_API, 403, 403, 403, 201, 404, 201), kwargs=_campaign_kwargs, multipart=True,
              body=lambda w, r: {"file": _import_file(), "format": "auto"}),
     ],
     "api:assignment_next": [
-        Rule("POST", cells(403, 200, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs,
+        Rule("POST", cells(ANON_API, 200, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs,
              note="researchers fail IsJudge (global role); non-members get 404"),
     ],
     "api:judgment_submit": [
-        Rule("POST", cells(403, 201, 404, 403, 404, 404, 404), kwargs=_assignment_kwargs,
+        Rule("POST", cells(ANON_API, 201, 404, 403, 404, 404, 404), kwargs=_assignment_kwargs,
              body=lambda w, r: {"outcome": "tie"},
              note="only the assignment's annotator; even its campaign's manager gets 404"),
     ],
     "api:assignment_skip": [
-        Rule("POST", cells(403, 200, 404, 403, 404, 404, 404), kwargs=_assignment_kwargs, body=lambda w, r: {}),
+        Rule("POST", cells(ANON_API, 200, 404, 403, 404, 404, 404), kwargs=_assignment_kwargs, body=lambda w, r: {}),
     ],
     "api:schema": [
-        Rule("GET", cells(403, 200, 200, 200, 200, 200, 200), note="SERVE_PERMISSIONS: IsAuthenticated"),
+        Rule("GET", cells(ANON_API, 200, 200, 200, 200, 200, 200), note="SERVE_PERMISSIONS: IsAuthenticated"),
     ],
     "api:docs": [
-        Rule("GET", cells(403, 200, 200, 200, 200, 200, 200)),
+        Rule("GET", cells(ANON_API, 200, 200, 200, 200, 200, 200)),
     ],
 }
 
@@ -354,6 +356,8 @@ def test_permission_cell(world: World, name: str, rule: Rule, role: str) -> None
         response = send(url, body or {})  # form-encoded, as a browser posts
     label = f"{rule.method} {url} as {role}"
     _assert_cell(response, expect, world, label)
+    if response.status_code == 401:
+        assert response.headers.get("WWW-Authenticate") == "Token", f"{label}: 401 without WWW-Authenticate: Token"
     if rule.check and not isinstance(expect, (ToLogin, RedirectTo)) and 200 <= response.status_code < 300:
         rule.check(response, world, role)
 
@@ -361,8 +365,7 @@ def test_permission_cell(world: World, name: str, rule: Rule, role: str) -> None
 # --- Every route has a rule --------------------------------------------------------------------
 
 
-def test_every_route_has_a_rule() -> None:
-    routes = list(_walk())
+def _coverage_problems(routes: list[Route]) -> list[str]:
     problems = []
     for r in routes:
         if _is_admin(r):
@@ -378,8 +381,28 @@ def test_every_route_has_a_rule() -> None:
     found = {r.name for r in routes if r.name and not _is_admin(r)}
     for stale in sorted(set(RULES) - found):
         problems.append(f"rule {stale} matches no route — remove it from the permission matrix")
-    assert not problems, "\n".join(problems)
+    return problems
+
+
+def test_every_route_has_a_rule() -> None:
+    routes = list(_walk())
     assert any(_is_admin(r) for r in routes), "the admin's routes were not found by the walk"
+    problems = _coverage_problems(routes)
+    assert not problems, "\n".join(problems)
+    # The route names found are exactly the rule table's keys, plus the admin prefix.
+    assert {r.name for r in routes if not _is_admin(r)} == set(RULES)
+
+
+def test_coverage_check_catches_a_new_route() -> None:
+    """Guard the guard: a route added without a rule, or without a name, is reported."""
+    routes = list(_walk())
+    extra = [
+        Route("api/v1/campaigns/<int:campaign_id>/export/", "api:campaign_export", lambda r: None),
+        Route("^legacy/(?P<x>[0-9]+)/$", None, lambda r: None),
+    ]
+    problems = _coverage_problems(routes + extra)
+    assert any("api:campaign_export" in p and "has no rule in the permission matrix — add one" in p for p in problems)
+    assert any("legacy" in p and "has no name" in p for p in problems)
 
 
 def test_walk_finds_nested_namespaced_and_regex_routes() -> None:
@@ -401,11 +424,12 @@ ADMIN_EXCEPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     # name: (method, {role or "denied": expected})
     "admin:login": ("GET", {"denied": 200, "superuser": "302→admin:index"}),
     # admin_view sends a non-staff POST to logout to the index (which then asks for a login).
-    "admin:logout": ("POST", {"denied": "302→admin:index", "superuser": 200}),
+    # The superuser is logged out and sent to LOGOUT_REDIRECT_URL (the site login).
+    "admin:logout": ("POST", {"denied": "302→admin:index", "superuser": "302→login"}),
     # No term/app/model/field: the autocomplete view refuses the request as malformed.
     "admin:autocomplete": ("GET", {"denied": "302→admin:login", "superuser": 403}),
-    # Content types without get_absolute_url have no page to show.
-    "admin:view_on_site": ("GET", {"denied": 404, "superuser": 404}),
+    # Campaign has no get_absolute_url: no page to show.
+    "admin:view_on_site": ("GET", {"superuser": 404}),
 }
 
 
@@ -470,6 +494,8 @@ def test_admin_routes(world: World, role: str) -> None:
             ok = got == 302 and location.startswith(f"{admin_login}?next=")
         elif expect == "302→admin:index":
             ok = got == 302 and location == reverse("admin:index")
+        elif expect == "302→login":
+            ok = got == 302 and location == resolve_url("login")
         else:
             ok = got == expect
         if not ok:
@@ -491,6 +517,10 @@ def _api_views() -> list[tuple[Route, type]]:
     return views
 
 
+# API views that may be called without logging in (they set `permission_classes = []`).
+PUBLIC_API = {"api:auth_token"}
+
+
 def test_every_api_view_sets_permission_classes() -> None:
     """The default (IsAdminUser) is deny-by-default; every view must say who may call it."""
     views = _api_views()
@@ -502,6 +532,9 @@ def test_every_api_view_sets_permission_classes() -> None:
             continue
         if not any("permission_classes" in vars(k) for k in cls.__mro__ if k is not APIView):
             missing.append(f"{cls.__module__}.{cls.__qualname__} ({route.name}) does not set permission_classes")
+        elif not cls.permission_classes and route.name not in PUBLIC_API:
+            missing.append(f"{cls.__qualname__} ({route.name}) allows anyone (empty permission_classes) "
+                           "but is not listed in PUBLIC_API")
     assert not missing, "\n".join(missing)
 
 
@@ -515,3 +548,50 @@ def test_matrix_summary_is_consistent() -> None:
                     name, role, e)
                 if role == "anonymous" and not name.startswith("api:") and name not in {"login", "logout"}:
                     assert e == LOGIN or e == 405, f"{name}: anonymous must be sent to the login page"
+
+
+# --- Beyond the table ------------------------------------------------------------------------------
+
+
+def test_session_writes_need_csrf(world: World) -> None:
+    """The matrix client skips CSRF checks; a real browser session must send the token."""
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(world.users["annotator"])
+    r = client.post(reverse("api:assignment_next", kwargs=_campaign_kwargs(world)), {}, format="json")
+    assert r.status_code == 403 and "CSRF" in r.json()["message"], r.content
+    client.force_login(world.users["manager"])
+    r = client.post(reverse("campaign_status", kwargs=_campaign_kwargs(world)), {"status": "paused"})
+    assert r.status_code == 403
+    world.campaign.refresh_from_db()
+    assert world.campaign.status == Campaign.Status.ACTIVE
+
+
+def test_token_auth_gets_the_same_answers(world: World) -> None:
+    """A script with a token is held to the same rules as the browser session (no CSRF needed)."""
+    def as_token(role: str) -> APIClient:
+        c = APIClient(enforce_csrf_checks=True)
+        c.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=world.users[role]).key}")
+        return c
+
+    url = reverse("api:assignment_next", kwargs=_campaign_kwargs(world))
+    assert as_token("annotator").post(url, {}, format="json").status_code == 200
+    assert as_token("researcher").post(url, {}, format="json").status_code == 403
+    assert as_token("other_manager").post(url, {}, format="json").status_code == 404
+    bad = APIClient()
+    bad.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+    assert bad.post(url, {}, format="json").status_code == 401
+
+
+@pytest.mark.parametrize("revoked", ["paused", "removed"])
+def test_revoked_annotator_cannot_submit(world: World, revoked: str) -> None:
+    membership = Membership.objects.get(campaign=world.campaign, user=world.users["annotator"])
+    if revoked == "paused":
+        membership.is_active = False
+        membership.save(update_fields=["is_active"])
+    else:
+        membership.delete()
+    client = _client(world, "annotator")
+    url = reverse("api:judgment_submit", kwargs=_assignment_kwargs(world))
+    response = client.post(url, {"outcome": "tie"}, format="json")
+    assert response.status_code in (403, 404), response.content
+    assert not Judgment.objects.filter(annotator=world.users["annotator"]).exists()

@@ -46,11 +46,13 @@ def leases_expire(*, campaign_id: int, now: datetime | None = None, limit: int =
     return expired
 
 
-def _membership_for_serving(campaign: Campaign, annotator: AbstractBaseUser) -> Membership | None:
-    """Lock the annotator's membership: one `next` per annotator at a time."""
-    membership = (
-        Membership.objects.select_for_update().filter(campaign=campaign, user=annotator).first()
-    )
+def _judge_membership(campaign: Campaign, annotator: AbstractBaseUser, *, lock: bool = False) -> Membership | None:
+    """Return the annotator's membership if they may judge in the campaign now, else raise.
+
+    With `lock`, the membership row is locked: one `next` per annotator at a time.
+    """
+    qs = Membership.objects.filter(campaign=campaign, user=annotator)
+    membership = (qs.select_for_update() if lock else qs).first()
     if membership is None and not annotator.is_superuser:
         raise ForbiddenError("You are not an annotator in this campaign.")
     if membership is not None:
@@ -70,7 +72,7 @@ def assignment_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) ->
     campaign = Campaign.objects.get(pk=campaign.pk)
     if campaign.status != Campaign.Status.ACTIVE:
         raise ConflictError(f"This campaign is {campaign.status}; nothing is being served.")
-    membership = _membership_for_serving(campaign, annotator)
+    membership = _judge_membership(campaign, annotator, lock=True)
     now = timezone.now()
 
     open_lease = (
@@ -143,6 +145,7 @@ def judgment_submit(*, assignment: Assignment, annotator: AbstractBaseUser, answ
     if assignment.annotator_id != annotator.pk:
         raise ForbiddenError("This assignment belongs to someone else.")
     campaign = assignment.campaign
+    _judge_membership(campaign, annotator)
     if assignment.status == Assignment.Status.SUBMITTED:
         return Judgment.objects.get(assignment=assignment, supersedes__isnull=True), False
     if assignment.status == Assignment.Status.SKIPPED:
@@ -196,9 +199,10 @@ SKIP_REASONS = ("cant_judge", "unsafe", "private_data", "broken", "other")
 @transaction.atomic
 def assignment_skip(*, assignment: Assignment, annotator: AbstractBaseUser, reason: str = "") -> Assignment:
     """Give the item back without judging it; the annotator is not served it again."""
-    assignment = Assignment.objects.select_for_update().get(pk=assignment.pk)
+    assignment = Assignment.objects.select_for_update().select_related("campaign").get(pk=assignment.pk)
     if assignment.annotator_id != annotator.pk:
         raise ForbiddenError("This assignment belongs to someone else.")
+    _judge_membership(assignment.campaign, annotator)
     reason = (reason or "").strip()
     if reason and reason not in SKIP_REASONS:
         raise field_error("reason", f"must be one of {', '.join(SKIP_REASONS)}")

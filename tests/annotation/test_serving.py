@@ -262,3 +262,17 @@ def test_database_constraints_hold_the_invariants(campaign, annotator):
     judgment, _ = judgment_submit(assignment=a, annotator=annotator, answer=prefer_first(a))
     with pytest.raises(IntegrityError), transaction.atomic():
         Judgment.objects.filter(pk=judgment.pk).update(preferred_response=None)
+
+
+def test_paused_or_removed_annotator_cannot_submit_or_skip_an_old_lease(campaign, annotator):
+    """Pausing or removing an annotator also stops submits on leases they took before."""
+    a = assignment_lease_next(campaign=campaign, annotator=annotator)
+    Membership.objects.filter(campaign=campaign, user=annotator).update(is_active=False)
+    with pytest.raises(ForbiddenError, match="paused by its manager"):
+        judgment_submit(assignment=a, annotator=annotator, answer=prefer_first(a))
+    with pytest.raises(ForbiddenError, match="paused by its manager"):
+        assignment_skip(assignment=a, annotator=annotator)
+    Membership.objects.filter(campaign=campaign, user=annotator).delete()
+    with pytest.raises(ForbiddenError, match="not an annotator in this campaign"):
+        judgment_submit(assignment=a, annotator=annotator, answer=prefer_first(a))
+    assert Judgment.objects.count() == 0

@@ -17,7 +17,7 @@ import pytest
 
 # Playwright's sync API runs an event loop in this thread; Django's async-safety check would
 # otherwise refuse every ORM call the test makes while the browser is open.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 from tests.conftest import PASSWORD  # noqa: E402
 
@@ -51,7 +51,9 @@ def live_url(live_server) -> str:
             ok = resp.status == 200 and b"judge" in resp.read()
     except urllib.error.HTTPError:
         ok = False
-    assert ok, "the live server does not serve /static/arbiter/judge.js; build it: cd frontend && npm run build"
+    assert ok, (
+        "the live server does not serve /static/arbiter/judge.js; build it: cd frontend && npm run build"
+    )
     return url
 
 

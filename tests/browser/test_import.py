@@ -13,16 +13,30 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 def upload(page, name: str, rows: list[str]) -> None:
     page.get_by_label("JSONL file").set_input_files(
-        files=[{"name": name, "mimeType": "application/jsonl", "buffer": ("\n".join(rows) + "\n").encode()}]
+        files=[
+            {
+                "name": name,
+                "mimeType": "application/jsonl",
+                "buffer": ("\n".join(rows) + "\n").encode(),
+            }
+        ]
     )
-    page.get_by_role("button", name="Validate and import").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation():  # a plain form POST: the answer is a new page
+        page.get_by_role("button", name="Validate and import").click()
 
 
-def test_manager_import_reports_the_bad_line_then_imports_a_good_file(page, login, make_campaign, manager, page_problems):
+def test_manager_import_reports_the_bad_line_then_imports_a_good_file(
+    page, login, make_campaign, manager, page_problems
+):
     campaign = make_campaign(items=0, active=False, name="Import check")
     good = [json.dumps(r) for r in pair_rows(3, prefix="imp")]
-    bad_line = json.dumps({"id": "broken", "messages": [{"role": "user", "content": "Hi?"}], "responses": [{"content": "only one"}]})
+    bad_line = json.dumps(
+        {
+            "id": "broken",
+            "messages": [{"role": "user", "content": "Hi?"}],
+            "responses": [{"content": "only one"}],
+        }
+    )
 
     login(manager)
     page.goto(f"/campaigns/{campaign.pk}/import/")
@@ -51,7 +65,9 @@ def test_manager_import_reports_the_bad_line_then_imports_a_good_file(page, logi
     assert message.is_visible()
     assert "Imported 3 items (3 arbiter)." in message.inner_text()
     assert page.get_by_test_id("stat-items").inner_text() == "3"
-    assert sorted(Prompt.objects.filter(campaign=campaign).values_list("external_id", flat=True)) == ["imp0", "imp1", "imp2"]
+    assert sorted(
+        Prompt.objects.filter(campaign=campaign).values_list("external_id", flat=True)
+    ) == ["imp0", "imp1", "imp2"]
     assert Item.objects.filter(campaign=campaign).count() == 3
     screenshot(page, "import-success-1280x800.png")
     page_problems.assert_none()
