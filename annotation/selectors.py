@@ -6,7 +6,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, F, Q, QuerySet, Sum
 
 from annotation.errors import ForbiddenError, NotFoundError
-from annotation.models import Assignment, Campaign, Judgment, Membership, Role
+from annotation.models import Assignment, Campaign, Item, Judgment, Membership, Role
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -88,6 +88,26 @@ def campaign_progress(*, campaign: Campaign) -> dict[str, int]:
         complete=Count("id", filter=Q(judgment_count__gte=F("target"))),
     )
     return {k: int(v or 0) for k, v in agg.items()}
+
+
+def campaign_live_counts(*, campaign_id: int) -> dict[str, int]:
+    """Return the live progress counts of a campaign: done, wanted, leased, remaining, per minute."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    agg = Item.objects.filter(campaign_id=campaign_id).aggregate(
+        items=Count("id"),
+        wanted=Sum("target"),
+        done=Sum("judgment_count"),
+        leased=Sum("lease_count"),
+        complete=Count("id", filter=Q(judgment_count__gte=F("target"))),
+    )
+    counts = {k: int(v or 0) for k, v in agg.items()}
+    counts["remaining"] = counts["wanted"] - counts["done"]
+    since = timezone.now() - timedelta(minutes=1)
+    counts["per_minute"] = Judgment.objects.filter(campaign_id=campaign_id, created_at__gte=since).count()
+    return counts
 
 
 def annotator_judgment_count(*, campaign: Campaign, user: User) -> int:

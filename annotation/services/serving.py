@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from annotation import events
 from annotation.errors import ConflictError, ForbiddenError, field_error
 from annotation.judging import AnswerError, PairwiseOptions, validate_pairwise_answer
 from annotation.models import Assignment, Campaign, Item, Judgment, Membership, Role
@@ -112,6 +113,7 @@ def assignment_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) ->
     )
     if not updated:  # taken between the read and the write (only possible without row locks)
         return None
+    events.campaign_changed(campaign_id=campaign.pk)
     return Assignment.objects.create(
         campaign=campaign,
         item=item,
@@ -190,6 +192,7 @@ def judgment_submit(*, assignment: Assignment, annotator: AbstractBaseUser, answ
     assignment.status = Assignment.Status.SUBMITTED
     assignment.completed_at = timezone.now()
     assignment.save(update_fields=["status", "completed_at"])
+    events.campaign_changed(campaign_id=campaign.pk)
     return judgment, True
 
 
@@ -216,4 +219,5 @@ def assignment_skip(*, assignment: Assignment, annotator: AbstractBaseUser, reas
     assignment.skip_reason = reason
     assignment.completed_at = timezone.now()
     assignment.save(update_fields=["status", "skip_reason", "completed_at"])
+    events.campaign_changed(campaign_id=assignment.campaign_id)
     return assignment

@@ -1,0 +1,28 @@
+"""The only place that publishes to the channel layer. Events are sent after commit."""
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+
+def campaign_group(campaign_id: int) -> str:
+    return f"campaign-{campaign_id}"
+
+
+def _send(group: str, message: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except Exception:  # a dashboard that misses one tick is fine; the judgment is stored
+        logger.warning("could not publish %s to %s", message.get("type"), group, exc_info=True)
+
+
+def campaign_changed(*, campaign_id: int) -> None:
+    """Tell live pages that the campaign's counts changed, once the transaction commits."""
+    transaction.on_commit(lambda: _send(campaign_group(campaign_id), {"type": "campaign.changed"}))
