@@ -22,6 +22,7 @@ from annotation.services.campaigns import campaign_create, campaign_set_status, 
 from annotation.services.imports import items_import
 from annotation.services.serving import (
     SKIP_REASONS,
+    assignment_extend,
     assignment_lease_next,
     assignment_skip,
     judgment_submit,
@@ -284,6 +285,21 @@ class AssignmentSkipApi(APIView):
         s.is_valid(raise_exception=True)
         assignment = assignment_get_for_annotator(user=request.user, assignment_id=assignment_id)
         assignment = assignment_skip(assignment=assignment, annotator=request.user, reason=s.validated_data["reason"])
+        return Response(self.OutputSerializer(assignment).data)
+
+
+class AssignmentHeartbeatApi(APIView):
+    permission_classes = [IsJudge]
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        status = serializers.CharField()
+        expires_at = serializers.DateTimeField()
+
+    @extend_schema(request=None, responses={200: OutputSerializer, 409: ERROR}, summary="Extend a lease")
+    def post(self, request: Request, assignment_id: int) -> Response:
+        assignment = assignment_get_for_annotator(user=request.user, assignment_id=assignment_id)
+        assignment = assignment_extend(assignment=assignment, annotator=request.user)
         return Response(self.OutputSerializer(assignment).data)
 
 

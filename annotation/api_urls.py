@@ -16,6 +16,7 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/next/", api.AssignmentNextApi.as_view(), name="assignment_next"),
     path("assignments/<int:assignment_id>/submit/", api.JudgmentSubmitApi.as_view(), name="judgment_submit"),
     path("assignments/<int:assignment_id>/skip/", api.AssignmentSkipApi.as_view(), name="assignment_skip"),
+    path("assignments/<int:assignment_id>/heartbeat/", api.AssignmentHeartbeatApi.as_view(), name="assignment_heartbeat"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

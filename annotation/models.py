@@ -77,6 +77,8 @@ class Membership(models.Model):
     role = models.CharField(max_length=16, choices=Role.choices)
     is_active = models.BooleanField(default=True, help_text="A paused member is served nothing.")
     cap = models.PositiveIntegerField(null=True, blank=True, help_text="Most judgments this member may make.")
+    gold_judged = models.PositiveIntegerField(default=0, help_text="Gold checks this member has answered.")
+    gold_correct = models.PositiveIntegerField(default=0, help_text="Gold checks answered as the gold answer.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -85,10 +87,15 @@ class Membership(models.Model):
             models.CheckConstraint(
                 condition=Q(role__in=["manager", "annotator", "researcher"]), name="membership_role_valid"
             ),
+            models.CheckConstraint(condition=Q(gold_correct__lte=F("gold_judged")), name="membership_gold_counts"),
         ]
 
     def __str__(self) -> str:
         return f"{self.user} as {self.role} in {self.campaign}"
+
+    @property
+    def gold_accuracy(self) -> float | None:
+        return self.gold_correct / self.gold_judged if self.gold_judged else None
 
 
 class Prompt(models.Model):
@@ -127,6 +134,9 @@ class Response(models.Model):
         return f"response {self.pk} ({self.model_name or 'unknown model'})"
 
 
+GOLD_TARGET = 32767  # a gold check is served to every annotator, so it is never "complete"
+
+
 class Item(models.Model):
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="items")
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="items")
@@ -134,7 +144,9 @@ class Item(models.Model):
     priority = models.IntegerField(default=0)
     gold = models.JSONField(null=True, blank=True, help_text="Known answer when this item is a check.")
     is_gold = models.BooleanField(default=False)
-    target = models.PositiveSmallIntegerField(help_text="Judgments wanted (the campaign's overlap).")
+    target = models.PositiveSmallIntegerField(
+        help_text="Judgments wanted: the campaign's overlap, or GOLD_TARGET for a gold check."
+    )
     judgment_count = models.PositiveIntegerField(default=0)
     lease_count = models.PositiveIntegerField(default=0, help_text="Open, unexpired leases.")
     random_key = models.FloatField(default=0.0, help_text="Fixed random tiebreak for serving order.")
@@ -152,9 +164,12 @@ class Item(models.Model):
             models.CheckConstraint(condition=Q(is_gold=False) | Q(gold__isnull=False), name="item_gold_has_answer"),
         ]
         indexes = [
+            # Only items that still need judgments are in it, so `next` does not walk past the
+            # items already complete however full the campaign gets.
             models.Index(
                 fields=["campaign", "is_gold", "-judgment_count", "-priority", "random_key"],
-                name="item_serving_order",
+                name="item_serving_open",
+                condition=Q(judgment_count__lt=F("target") - F("lease_count")),
             ),
         ]
 
@@ -233,6 +248,7 @@ class Judgment(models.Model):
     display_order = models.JSONField(help_text="Response ids in the order they were shown.")
     time_taken_ms = models.PositiveIntegerField(null=True, blank=True)
     campaign_version = models.PositiveIntegerField()
+    gold_correct = models.BooleanField(null=True, blank=True, help_text="On a gold check: did it match the gold answer?")
     supersedes = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by"
     )

@@ -80,7 +80,7 @@ def assignment_get_for_annotator(*, user: User, assignment_id: int, for_update: 
 
 def campaign_progress(*, campaign: Campaign) -> dict[str, int]:
     """Return counts of judgments made, wanted, leased now, and items complete."""
-    agg = campaign.items.aggregate(
+    agg = campaign.items.filter(is_gold=False).aggregate(
         items=Count("id"),
         wanted=Sum("target"),
         done=Sum("judgment_count"),
@@ -96,7 +96,7 @@ def campaign_live_counts(*, campaign_id: int) -> dict[str, int]:
 
     from django.utils import timezone
 
-    agg = Item.objects.filter(campaign_id=campaign_id).aggregate(
+    agg = Item.objects.filter(campaign_id=campaign_id, is_gold=False).aggregate(
         items=Count("id"),
         wanted=Sum("target"),
         done=Sum("judgment_count"),

@@ -265,6 +265,9 @@ RULES: dict[str, list[Rule]] = {
     "api:assignment_skip": [
         Rule("POST", cells(ANON_API, 200, 404, 403, 404, 404, 404), kwargs=_assignment_kwargs, body=lambda w, r: {}),
     ],
+    "api:assignment_heartbeat": [
+        Rule("POST", cells(ANON_API, 200, 404, 403, 404, 404, 404), kwargs=_assignment_kwargs, body=lambda w, r: {}),
+    ],
     "api:schema": [
         Rule("GET", cells(ANON_API, 200, 200, 200, 200, 200, 200), note="SERVE_PERMISSIONS: IsAuthenticated"),
     ],

@@ -6,7 +6,7 @@ from django.db import transaction
 
 from annotation.errors import ApplicationError, ConflictError
 from annotation.importing import FORMATS, ImportReport, ItemRecord, parse_jsonl
-from annotation.models import Campaign, Item, ItemResponse, Prompt, Response
+from annotation.models import GOLD_TARGET, Campaign, Item, ItemResponse, Prompt, Response
 
 RESPONSES_PER_ITEM = {
     Campaign.Kind.PAIRWISE: (2, 2),
@@ -98,7 +98,7 @@ def _insert(campaign: Campaign, records: list[ItemRecord], formats: dict[str, in
                     priority=r.priority,
                     gold=dict(r.gold) if r.gold else None,
                     is_gold=r.gold is not None,
-                    target=campaign.overlap,
+                    target=GOLD_TARGET if r.gold else campaign.overlap,
                     random_key=rng.random(),
                 )
                 for p, r in zip(prompts, chunk, strict=True)

@@ -94,15 +94,12 @@ def assignment_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) ->
         if made >= membership.cap:
             return None
 
-    seen = Assignment.objects.filter(item=OuterRef("pk"), annotator=annotator)
-    candidates = (
-        Item.objects.filter(campaign=campaign, judgment_count__lt=F("target") - F("lease_count"))
-        .filter(~Exists(seen))
-        .order_by("-judgment_count", "-priority", "random_key")
-    )
-    if _skip_locked():
-        candidates = candidates.select_for_update(skip_locked=True, of=("self",))
-    item = candidates.first()
+    # Gold checks are drawn at the campaign's rate while regular work remains; they look
+    # exactly like any other item to the annotator.
+    want_gold = campaign.gold_rate > 0 and random.random() < campaign.gold_rate
+    item = _next_open_item(campaign, annotator, gold=want_gold)
+    if item is None and want_gold:
+        item = _next_open_item(campaign, annotator, gold=False)
     if item is None:
         return None
 
@@ -123,6 +120,29 @@ def assignment_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) ->
         leased_at=now,
         expires_at=now + timedelta(seconds=campaign.lease_seconds),
     )
+
+
+def _next_open_item(campaign: Campaign, annotator: AbstractBaseUser, *, gold: bool) -> Item | None:
+    """Return (locked, on PostgreSQL) the best open item the annotator has not been given.
+
+    Closest to completion first, then priority, then a fixed random key. The filter matches
+    the partial index `item_serving_open`, which holds only items that still need judgments.
+    """
+    seen = Assignment.objects.filter(item=OuterRef("pk"), annotator=annotator)
+    candidates = (
+        Item.objects.filter(campaign=campaign, is_gold=gold, judgment_count__lt=F("target") - F("lease_count"))
+        .filter(~Exists(seen))
+        .order_by("-judgment_count", "-priority", "random_key")
+    )
+    if _skip_locked():
+        candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+    return candidates.first()
+
+
+def _gold_correct(gold: dict, outcome: str, preferred_response_id: int | None) -> bool:
+    if gold.get("outcome") != outcome:
+        return False
+    return outcome != "preferred" or gold.get("preferred_response_id") == preferred_response_id
 
 
 def _options(campaign: Campaign) -> PairwiseOptions:
@@ -175,6 +195,14 @@ def judgment_submit(*, assignment: Assignment, annotator: AbstractBaseUser, answ
                 extra={"assignment_id": assignment.pk},
             )
 
+    item = Item.objects.only("is_gold", "gold").get(pk=assignment.item_id)
+    gold_correct = None
+    if item.is_gold:
+        gold_correct = _gold_correct(item.gold, cleaned.outcome, cleaned.preferred_response_id)
+        Membership.objects.filter(campaign=campaign, user=annotator).update(
+            gold_judged=F("gold_judged") + 1, gold_correct=F("gold_correct") + int(gold_correct)
+        )
+
     judgment = Judgment.objects.create(
         campaign=campaign,
         item_id=assignment.item_id,
@@ -188,12 +216,42 @@ def judgment_submit(*, assignment: Assignment, annotator: AbstractBaseUser, answ
         display_order=assignment.display_order,
         time_taken_ms=cleaned.time_taken_ms,
         campaign_version=campaign.version,
+        gold_correct=gold_correct,
     )
     assignment.status = Assignment.Status.SUBMITTED
     assignment.completed_at = timezone.now()
     assignment.save(update_fields=["status", "completed_at"])
     events.campaign_changed(campaign_id=campaign.pk)
     return judgment, True
+
+
+@transaction.atomic
+def assignment_extend(*, assignment: Assignment, annotator: AbstractBaseUser) -> Assignment:
+    """Extend the lease while the judging page is open (the page's heartbeat).
+
+    A lease that lapsed is taken again if the item still has room; otherwise a conflict says
+    the item went to someone else.
+    """
+    assignment = Assignment.objects.select_for_update().select_related("campaign").get(pk=assignment.pk)
+    if assignment.annotator_id != annotator.pk:
+        raise ForbiddenError("This assignment belongs to someone else.")
+    _judge_membership(assignment.campaign, annotator)
+    now = timezone.now()
+    if assignment.status == Assignment.Status.EXPIRED:
+        if not Item.objects.filter(
+            pk=assignment.item_id, judgment_count__lt=F("target") - F("lease_count")
+        ).update(lease_count=F("lease_count") + 1):
+            raise ConflictError(
+                "Your lease on this item expired and the item went to someone else. Load the next item.",
+                extra={"assignment_id": assignment.pk},
+            )
+        assignment.status = Assignment.Status.LEASED
+    elif assignment.status != Assignment.Status.LEASED:
+        raise ConflictError(f"This item is already {assignment.status}; there is no lease to extend.")
+    assignment.expires_at = now + timedelta(seconds=assignment.campaign.lease_seconds)
+    assignment.leased_at = min(assignment.leased_at, now)
+    assignment.save(update_fields=["status", "expires_at", "leased_at"])
+    return assignment
 
 
 SKIP_REASONS = ("cant_judge", "unsafe", "private_data", "broken", "other")

@@ -276,3 +276,80 @@ def test_paused_or_removed_annotator_cannot_submit_or_skip_an_old_lease(campaign
     with pytest.raises(ForbiddenError, match="not an annotator in this campaign"):
         judgment_submit(assignment=a, annotator=annotator, answer=prefer_first(a))
     assert Judgment.objects.count() == 0
+
+
+def gold_campaign(make_campaign, annotators, *, gold_rate: float, regular: int = 4, gold: int = 2):
+    from annotation.services.imports import items_import
+    from tests.conftest import jsonl, pair_rows
+
+    campaign = make_campaign(items=0, active=False, annotators=annotators, gold_rate=gold_rate)
+    rows = pair_rows(regular) + [{**r, "gold": {"preferred": 0}} for r in pair_rows(gold, prefix="g")]
+    items_import(campaign=campaign, lines=jsonl(rows))
+    campaign_set_status(campaign=campaign, status=Campaign.Status.ACTIVE)
+    return campaign
+
+
+def test_gold_checks_are_served_at_the_rate_and_scored(make_campaign, annotator):
+    """With gold rate 1, gold checks come first; answers are scored against the gold answer."""
+    campaign = gold_campaign(make_campaign, [annotator], gold_rate=1.0)
+    gold_items = set(Item.objects.filter(campaign=campaign, is_gold=True).values_list("pk", flat=True))
+    first = assignment_lease_next(campaign=campaign, annotator=annotator)
+    assert first.item_id in gold_items
+    right = Item.objects.get(pk=first.item_id).gold["preferred_response_id"]
+    j1, _ = judgment_submit(assignment=first, annotator=annotator,
+                            answer={"outcome": "preferred", "preferred_response_id": right, "strength": 1})
+    second = assignment_lease_next(campaign=campaign, annotator=annotator)
+    assert second.item_id in gold_items
+    j2, _ = judgment_submit(assignment=second, annotator=annotator, answer={"outcome": "tie"})
+    assert (j1.gold_correct, j2.gold_correct) == (True, False)
+    m = Membership.objects.get(campaign=campaign, user=annotator)
+    assert (m.gold_judged, m.gold_correct, m.gold_accuracy) == (2, 1, 0.5)
+    # gold exhausted: regular work is served, and the gold check never counts as progress
+    third = assignment_lease_next(campaign=campaign, annotator=annotator)
+    assert third.item_id not in gold_items
+    from annotation.selectors import campaign_progress
+    assert campaign_progress(campaign=campaign)["done"] == 0
+
+
+def test_gold_checks_are_served_to_every_annotator_but_not_after_the_work_is_done(make_campaign, make_user):
+    users = [make_user(f"g{i}", "annotator") for i in range(3)]
+    campaign = gold_campaign(make_campaign, users, gold_rate=0.0, regular=3, gold=1)
+    for u in users:  # rate 0: only regular items
+        a = assignment_lease_next(campaign=campaign, annotator=u)
+        assert a is not None and not Item.objects.get(pk=a.item_id).is_gold
+        judgment_submit(assignment=a, annotator=u, answer=prefer_first(a))
+    # the regular work is complete: nothing more is served, gold checks are not filler
+    assert all(assignment_lease_next(campaign=campaign, annotator=u) is None for u in users)
+
+
+def test_gold_json_is_indistinguishable(client_for, make_campaign, annotator):
+    from django.urls import reverse
+    campaign = gold_campaign(make_campaign, [annotator], gold_rate=1.0, regular=1, gold=1)
+    res = client_for(annotator).post(reverse("api:assignment_next", kwargs={"campaign_id": campaign.pk}), {},
+                                     format="json")
+    assert "gold" not in res.content.decode()
+    assert set(res.json()["assignment"]["item"]) == {"id", "messages", "responses"}
+
+
+def test_heartbeat_extends_and_retakes_a_lapsed_lease(make_campaign, annotator, annotator2):
+    from annotation.services.serving import assignment_extend
+
+    campaign = make_campaign(items=1, overlap=1, annotators=[annotator, annotator2])
+    a = assignment_lease_next(campaign=campaign, annotator=annotator)
+    Assignment.objects.filter(pk=a.pk).update(expires_at=a.leased_at + timedelta(seconds=31))
+    extended = assignment_extend(assignment=a, annotator=annotator)
+    assert extended.expires_at > timezone.now() + timedelta(seconds=campaign.lease_seconds - 5)
+    # lapsed and swept, but nobody took the slot: the heartbeat takes it back
+    expire(a)
+    leases_expire(campaign_id=campaign.pk)
+    again = assignment_extend(assignment=a, annotator=annotator)
+    assert again.status == Assignment.Status.LEASED
+    assert Item.objects.get(pk=a.item_id).lease_count == 1
+    # lapsed and the slot went to someone else: a clear conflict
+    expire(a)
+    b = assignment_lease_next(campaign=campaign, annotator=annotator2)
+    assert b is not None
+    with pytest.raises(ConflictError, match="went to someone else"):
+        assignment_extend(assignment=a, annotator=annotator)
+    judgment_submit(assignment=b, annotator=annotator2, answer=prefer_first(b))
+    assert Item.objects.get(pk=a.item_id).judgment_count == 1
