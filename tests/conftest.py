@@ -1,5 +1,7 @@
 import json
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -11,6 +13,17 @@ from annotation.services.campaigns import campaign_create, campaign_set_status, 
 from annotation.services.imports import items_import
 
 PASSWORD = "correct-horse-battery-staple"
+ROOT = Path(__file__).resolve().parents[1]
+HH_FILE = Path(os.environ.get("ARBITER_SHARED_DATA", ROOT.parent / "shared" / "data")) / "hh-harmless-1500.jsonl"
+
+
+def hh_file() -> Path:
+    """Return the shared HH file; locally skip without it, in CI (CI=true) fail without it."""
+    if not HH_FILE.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{HH_FILE} is missing: CI runs with ../shared beside the checkout")
+        pytest.skip(f"{HH_FILE} not present (set ARBITER_SHARED_DATA)")
+    return HH_FILE
 
 
 def jsonl(rows: Iterable[dict]) -> list[str]:

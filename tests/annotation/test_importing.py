@@ -1,13 +1,11 @@
 """The pure importer: formats, splitting, and every kind of bad line."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from annotation.importing import detect_format, parse_jsonl, split_hh_transcript
-
-HH_FILE = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh-harmless-1500.jsonl"
+from tests.conftest import hh_file
 
 
 def lines(*rows) -> list[str]:
@@ -97,9 +95,9 @@ def test_hh_inline_speaker_marker_merges_turns_of_one_speaker():
     ]
 
 
-@pytest.mark.skipif(not HH_FILE.exists(), reason="shared data not present")
 def test_hh_harmless_1500_file_imports_every_line():
     """The real 1,500-pair HH file parses into 1,500 pairwise items, split correctly."""
+    HH_FILE = hh_file()
     with HH_FILE.open("rb") as fh:
         report = parse_jsonl(fh)
     assert report.ok, report.errors[:5]

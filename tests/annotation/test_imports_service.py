@@ -1,7 +1,6 @@
 """Importing into a campaign: all or nothing, duplicates, and the real HH file."""
 
 import json
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -11,10 +10,9 @@ from annotation.errors import ConflictError
 from annotation.models import Campaign, Item, ItemResponse, Prompt, Response
 from annotation.services.campaigns import campaign_set_status
 from annotation.services.imports import ImportRejected, items_import
-from tests.conftest import jsonl, pair_rows
+from tests.conftest import hh_file, jsonl, pair_rows
 
 pytestmark = pytest.mark.django_db
-HH_FILE = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh-harmless-1500.jsonl"
 
 
 def test_import_creates_prompts_responses_and_items_in_order(make_campaign):
@@ -63,9 +61,9 @@ def test_closed_campaign_refuses_imports(make_campaign):
         items_import(campaign=campaign, lines=jsonl(pair_rows(1, prefix="z")))
 
 
-@pytest.mark.skipif(not HH_FILE.exists(), reason="shared data not present")
 def test_hh_file_imports_1500_pairwise_items(make_campaign):
     """The 1,500 HH pairs become 1,500 items with the shared conversation and the two replies."""
+    HH_FILE = hh_file()
     campaign = make_campaign(items=0, active=False)
     with HH_FILE.open("rb") as fh:
         result = items_import(campaign=campaign, lines=fh)
