@@ -5,6 +5,7 @@ in-memory channel layer. At scale: set DATABASE_URL (PostgreSQL) and REDIS_URL.
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -96,6 +97,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
+    }
+    # Tests use a file, as production does, so that threads and processes share one database.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.environ.get("ARBITER_TEST_SQLITE", str(Path(tempfile.gettempdir()) / f"arbiter-test-{os.getpid()}.sqlite3"))
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

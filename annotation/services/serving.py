@@ -28,16 +28,31 @@ def _skip_locked() -> bool:
 
 
 def leases_expire(*, campaign_id: int, now: datetime | None = None, limit: int = _EXPIRE_BATCH) -> int:
-    """Return expired leases of the campaign to the pool; return how many were expired."""
+    """Return expired leases of the campaign to the pool; return how many were expired.
+
+    Never waits on a row another transaction holds: on PostgreSQL both the leases and their
+    items are taken with SKIP LOCKED (items in id order), so expiry cannot deadlock with a
+    submit or another expirer; a lease whose item is busy is expired on a later pass.
+    """
     now = now or timezone.now()
-    qs = Assignment.objects.filter(
+    leases = Assignment.objects.filter(
         campaign_id=campaign_id, status=Assignment.Status.LEASED, expires_at__lte=now
     ).order_by("expires_at")
-    if _skip_locked():
-        qs = qs.select_for_update(skip_locked=True)
+    skip_locked = _skip_locked()
+    if skip_locked:
+        leases = leases.select_for_update(skip_locked=True)
     expired = 0
     with transaction.atomic():
-        for assignment_id, item_id in list(qs.values_list("pk", "item_id")[:limit]):
+        rows = list(leases.values_list("pk", "item_id")[:limit])
+        if not rows:
+            return 0
+        items = Item.objects.filter(pk__in=sorted({item_id for _, item_id in rows})).order_by("pk")
+        if skip_locked:
+            items = items.select_for_update(skip_locked=True)
+        free = set(items.values_list("pk", flat=True))
+        for assignment_id, item_id in rows:
+            if item_id not in free:
+                continue
             # The conditional update makes a second expirer of the same lease a no-op.
             if Assignment.objects.filter(pk=assignment_id, status=Assignment.Status.LEASED).update(
                 status=Assignment.Status.EXPIRED
@@ -163,7 +178,7 @@ def judgment_submit(*, assignment: Assignment, annotator: AbstractBaseUser, answ
     submit after the lease expired is accepted while the item still needs a judgment, and
     refused with a conflict otherwise.
     """
-    assignment = Assignment.objects.select_for_update().select_related("campaign").get(pk=assignment.pk)
+    assignment = Assignment.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=assignment.pk)
     if assignment.annotator_id != annotator.pk:
         raise ForbiddenError("This assignment belongs to someone else.")
     campaign = assignment.campaign
@@ -232,7 +247,7 @@ def assignment_extend(*, assignment: Assignment, annotator: AbstractBaseUser) ->
     A lease that lapsed is taken again if the item still has room; otherwise a conflict says
     the item went to someone else.
     """
-    assignment = Assignment.objects.select_for_update().select_related("campaign").get(pk=assignment.pk)
+    assignment = Assignment.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=assignment.pk)
     if assignment.annotator_id != annotator.pk:
         raise ForbiddenError("This assignment belongs to someone else.")
     _judge_membership(assignment.campaign, annotator)
@@ -260,7 +275,7 @@ SKIP_REASONS = ("cant_judge", "unsafe", "private_data", "broken", "other")
 @transaction.atomic
 def assignment_skip(*, assignment: Assignment, annotator: AbstractBaseUser, reason: str = "") -> Assignment:
     """Give the item back without judging it; the annotator is not served it again."""
-    assignment = Assignment.objects.select_for_update().select_related("campaign").get(pk=assignment.pk)
+    assignment = Assignment.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=assignment.pk)
     if assignment.annotator_id != annotator.pk:
         raise ForbiddenError("This assignment belongs to someone else.")
     _judge_membership(assignment.campaign, annotator)
