@@ -12,11 +12,11 @@ from annotation.errors import ApplicationError, field_error
 from annotation.models import Assignment, Campaign, Role
 from annotation.permissions import IsAnyRole, IsJudge, IsManager
 from annotation.selectors import (
-    annotator_judgment_count,
     assignment_get_for_annotator,
     campaign_get_for_user,
     campaign_list_for_user,
     campaign_progress,
+    judging_progress,
 )
 from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
 from annotation.services.imports import items_import
@@ -39,11 +39,6 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
             "allow_ties", "allow_both_bad", "use_strength", "require_rationale", "allow_editing",
             "version", "created_at",
         ]
-
-
-def _progress(campaign: Campaign, user) -> dict[str, int]:
-    p = campaign_progress(campaign=campaign)
-    return {"done": p["done"], "total": p["wanted"], "mine": annotator_judgment_count(campaign=campaign, user=user)}
 
 
 class CampaignListApi(APIView):
@@ -230,7 +225,7 @@ class AssignmentNextApi(APIView):
         assignment = assignment_lease_next(campaign=campaign, annotator=request.user)
         data = {
             "assignment": assignment_payload(assignment) if assignment else None,
-            "progress": _progress(campaign, request.user),
+            "progress": judging_progress(campaign=campaign, user=request.user),
         }
         return Response(self.OutputSerializer(data).data)
 

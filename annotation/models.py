@@ -46,6 +46,9 @@ class Campaign(models.Model):
     gold_rate = models.FloatField(default=0.0, help_text="Share of served items that are gold checks.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
     version = models.PositiveIntegerField(default=1)
+    wanted_judgments = models.PositiveIntegerField(
+        default=0, help_text="Judgments wanted over all regular (non-gold) items; kept by imports."
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="campaigns_created"
     )
@@ -71,12 +74,33 @@ class Campaign(models.Model):
         return self.name
 
 
+COUNTER_SHARDS = 16
+
+
+class CampaignCounter(models.Model):
+    """Judgments made in a campaign, spread over shards so concurrent submits rarely share a row."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="counters")
+    shard = models.PositiveSmallIntegerField()
+    judgments = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "shard"], name="campaign_counter_unique"),
+            models.CheckConstraint(condition=Q(shard__lt=COUNTER_SHARDS), name="campaign_counter_shard_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id}/{self.shard}: {self.judgments}"
+
+
 class Membership(models.Model):
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices)
     is_active = models.BooleanField(default=True, help_text="A paused member is served nothing.")
     cap = models.PositiveIntegerField(null=True, blank=True, help_text="Most judgments this member may make.")
+    judged = models.PositiveIntegerField(default=0, help_text="Judgments this member has made here.")
     gold_judged = models.PositiveIntegerField(default=0, help_text="Gold checks this member has answered.")
     gold_correct = models.PositiveIntegerField(default=0, help_text="Gold checks answered as the gold answer.")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -6,22 +6,35 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, F, Q, QuerySet, Sum
 
 from annotation.errors import ForbiddenError, NotFoundError
-from annotation.models import Assignment, Campaign, Item, Judgment, Membership, Role
+from annotation.models import (
+    Assignment,
+    Campaign,
+    CampaignCounter,
+    Item,
+    Judgment,
+    Membership,
+    Role,
+)
 
 User = AbstractBaseUser | AnonymousUser
 
 
 def user_role(user: User) -> str | None:
-    """Return the user's global role: superusers act as managers; others by group."""
+    """Return the user's global role: superusers act as managers; others by group.
+
+    Remembered on the user object, which lives for one request.
+    """
     if not user.is_authenticated:
         return None
     if user.is_superuser:
         return Role.MANAGER
-    names = {g.name for g in user.groups.all()}
-    for role in (Role.MANAGER, Role.RESEARCHER, Role.ANNOTATOR):
-        if role.value in names:
-            return role.value
-    return None
+    cached = getattr(user, "_arbiter_role", False)
+    if cached is not False:
+        return cached
+    names = set(user.groups.values_list("name", flat=True))
+    role = next((r.value for r in (Role.MANAGER, Role.RESEARCHER, Role.ANNOTATOR) if r.value in names), None)
+    user._arbiter_role = role
+    return role
 
 
 def campaign_list_for_user(*, user: User) -> QuerySet[Campaign]:
@@ -48,18 +61,19 @@ def campaign_get_for_user(
     user: User,
     campaign_id: int,
     roles: Iterable[str] = (Role.MANAGER, Role.ANNOTATOR, Role.RESEARCHER),
-    for_update: bool = False,
 ) -> Campaign:
     """Return the campaign if the user is a member with one of `roles`.
 
     A non-member gets "not found", so a forged id tells nothing; a member with the wrong role
     gets "forbidden".
     """
-    qs = Campaign.objects.all()
-    if for_update:
-        qs = qs.select_for_update()
-    campaign = qs.filter(pk=campaign_id).first() if isinstance(campaign_id, int) else None
-    role = membership_role(user=user, campaign=campaign) if campaign else None
+    campaign, role = None, None
+    if isinstance(campaign_id, int) and user.is_authenticated:
+        if user.is_superuser:
+            campaign, role = Campaign.objects.filter(pk=campaign_id).first(), Role.MANAGER
+        else:
+            m = Membership.objects.select_related("campaign").filter(campaign_id=campaign_id, user=user).first()
+            campaign, role = (m.campaign, m.role) if m else (None, None)
     if campaign is None or role is None:
         raise NotFoundError("Campaign not found.", extra={"campaign_id": campaign_id})
     if role not in set(roles):
@@ -108,6 +122,19 @@ def campaign_live_counts(*, campaign_id: int) -> dict[str, int]:
     since = timezone.now() - timedelta(minutes=1)
     counts["per_minute"] = Judgment.objects.filter(campaign_id=campaign_id, created_at__gte=since).count()
     return counts
+
+
+def judging_progress(*, campaign: Campaign, user: User) -> dict[str, int]:
+    """Return the annotator's progress line: judgments done and wanted, and their own count.
+
+    Reads counters kept by the services (a few rows), never the items, so it stays cheap at
+    any campaign size.
+    """
+    done = CampaignCounter.objects.filter(campaign=campaign).aggregate(n=Sum("judgments"))["n"] or 0
+    mine = Membership.objects.filter(campaign=campaign, user_id=user.pk).values_list("judged", flat=True).first()
+    if mine is None:  # a superuser judging without a membership
+        mine = annotator_judgment_count(campaign=campaign, user=user)
+    return {"done": done, "total": campaign.wanted_judgments, "mine": mine}
 
 
 def annotator_judgment_count(*, campaign: Campaign, user: User) -> int:

@@ -10,12 +10,14 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
+from annotation.consumers import campaign_progress_path
 from annotation.errors import ApplicationError, ForbiddenError, NotFoundError
 from annotation.forms import CampaignForm, ImportForm
 from annotation.models import Campaign, Role
 from annotation.selectors import (
     campaign_get_for_user,
     campaign_list_for_user,
+    campaign_live_counts,
     campaign_progress,
     membership_role,
     user_role,
@@ -87,7 +89,9 @@ def campaign_detail(request: HttpRequest, campaign: Campaign) -> HttpResponse:
         request,
         "annotation/campaign_detail.html",
         {"campaign": campaign, "role": role, "progress": campaign_progress(campaign=campaign),
-         "transitions": _transitions(campaign)},
+         "transitions": _transitions(campaign),
+         "live_counts": campaign_live_counts(campaign_id=campaign.pk),
+         "live_url": campaign_progress_path(campaign.pk)},
     )
 
 

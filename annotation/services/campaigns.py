@@ -4,7 +4,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from annotation.errors import ApplicationError, ConflictError, field_error
-from annotation.models import Campaign, Membership, Role
+from annotation.models import COUNTER_SHARDS, Campaign, CampaignCounter, Membership, Role
 from annotation.selectors import user_role
 
 # Which campaign roles a user may hold, given their global role.
@@ -73,6 +73,7 @@ def campaign_create(
     )
     _full_clean(campaign)
     campaign.save()
+    CampaignCounter.objects.bulk_create(CampaignCounter(campaign=campaign, shard=i) for i in range(COUNTER_SHARDS))
     Membership.objects.create(campaign=campaign, user=created_by, role=Role.MANAGER)
     return campaign
 

@@ -3,6 +3,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import F
 
 from annotation.errors import ApplicationError, ConflictError
 from annotation.importing import FORMATS, ImportReport, ItemRecord, parse_jsonl
@@ -68,7 +69,10 @@ def items_import(*, campaign: Campaign, lines: Iterable[bytes | str], format: st
     report = items_parse(campaign=campaign, lines=lines, format=format)
     if not report.ok:
         raise report_error(report)
-    return _insert(campaign, report.records, dict(report.formats))
+    result = _insert(campaign, report.records, dict(report.formats))
+    regular = sum(1 for r in report.records if r.gold is None)
+    Campaign.objects.filter(pk=campaign.pk).update(wanted_judgments=F("wanted_judgments") + regular * campaign.overlap)
+    return result
 
 
 def _insert(campaign: Campaign, records: list[ItemRecord], formats: dict[str, int]) -> ImportResult:

@@ -18,7 +18,16 @@ from django.utils import timezone
 from annotation import events
 from annotation.errors import ConflictError, ForbiddenError, field_error
 from annotation.judging import AnswerError, PairwiseOptions, validate_pairwise_answer
-from annotation.models import Assignment, Campaign, Item, Judgment, Membership, Role
+from annotation.models import (
+    COUNTER_SHARDS,
+    Assignment,
+    Campaign,
+    CampaignCounter,
+    Item,
+    Judgment,
+    Membership,
+    Role,
+)
 
 _EXPIRE_BATCH = 200
 
@@ -62,13 +71,14 @@ def leases_expire(*, campaign_id: int, now: datetime | None = None, limit: int =
     return expired
 
 
-def _judge_membership(campaign: Campaign, annotator: AbstractBaseUser, *, lock: bool = False) -> Membership | None:
-    """Return the annotator's membership if they may judge in the campaign now, else raise.
+def _judge_membership(campaign_id: int, annotator: AbstractBaseUser, *, lock: bool = False) -> Membership | None:
+    """Return the annotator's membership (with its campaign) if they may judge there now, else raise.
 
-    With `lock`, the membership row is locked: one `next` per annotator at a time.
+    With `lock`, the membership row is locked: one `next` per annotator at a time. Superusers
+    may judge without a membership (None is returned).
     """
-    qs = Membership.objects.filter(campaign=campaign, user=annotator)
-    membership = (qs.select_for_update() if lock else qs).first()
+    qs = Membership.objects.select_related("campaign").filter(campaign_id=campaign_id, user=annotator)
+    membership = (qs.select_for_update(of=("self",)) if lock else qs).first()
     if membership is None and not annotator.is_superuser:
         raise ForbiddenError("You are not an annotator in this campaign.")
     if membership is not None:
@@ -85,14 +95,14 @@ def assignment_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) ->
 
     Order: items closest to completion first, then higher priority, then a fixed random key.
     """
-    campaign = Campaign.objects.get(pk=campaign.pk)
+    membership = _judge_membership(campaign.pk, annotator, lock=True)
+    campaign = membership.campaign if membership else Campaign.objects.get(pk=campaign.pk)
     if campaign.status != Campaign.Status.ACTIVE:
         raise ConflictError(f"This campaign is {campaign.status}; nothing is being served.")
-    membership = _judge_membership(campaign, annotator, lock=True)
     now = timezone.now()
 
     open_lease = (
-        Assignment.objects.select_related("item")
+        Assignment.objects.select_related("item__prompt")
         .filter(campaign=campaign, annotator=annotator, status=Assignment.Status.LEASED, expires_at__gt=now)
         .order_by("leased_at")
         .first()
@@ -100,20 +110,17 @@ def assignment_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) ->
     if open_lease is not None:
         return open_lease
 
-    leases_expire(campaign_id=campaign.pk, now=now)
-
-    if membership is not None and membership.cap is not None:
-        made = Assignment.objects.filter(
-            campaign=campaign, annotator=annotator, status=Assignment.Status.SUBMITTED
-        ).count()
-        if made >= membership.cap:
-            return None
+    if membership is not None and membership.cap is not None and membership.judged >= membership.cap:
+        return None
 
     # Gold checks are drawn at the campaign's rate while regular work remains; they look
     # exactly like any other item to the annotator.
     want_gold = campaign.gold_rate > 0 and random.random() < campaign.gold_rate
     item = _next_open_item(campaign, annotator, gold=want_gold)
     if item is None and want_gold:
+        item = _next_open_item(campaign, annotator, gold=False)
+    if item is None and leases_expire(campaign_id=campaign.pk, now=now):
+        # Lapsed leases were holding the last places; the periodic sweep returns the rest.
         item = _next_open_item(campaign, annotator, gold=False)
     if item is None:
         return None
@@ -145,7 +152,8 @@ def _next_open_item(campaign: Campaign, annotator: AbstractBaseUser, *, gold: bo
     """
     seen = Assignment.objects.filter(item=OuterRef("pk"), annotator=annotator)
     candidates = (
-        Item.objects.filter(campaign=campaign, is_gold=gold, judgment_count__lt=F("target") - F("lease_count"))
+        Item.objects.select_related("prompt")
+        .filter(campaign=campaign, is_gold=gold, judgment_count__lt=F("target") - F("lease_count"))
         .filter(~Exists(seen))
         .order_by("-judgment_count", "-priority", "random_key")
     )
@@ -178,11 +186,13 @@ def judgment_submit(*, assignment: Assignment, annotator: AbstractBaseUser, answ
     submit after the lease expired is accepted while the item still needs a judgment, and
     refused with a conflict otherwise.
     """
-    assignment = Assignment.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=assignment.pk)
+    assignment = (
+        Assignment.objects.select_for_update(of=("self",)).select_related("campaign", "item").get(pk=assignment.pk)
+    )
     if assignment.annotator_id != annotator.pk:
         raise ForbiddenError("This assignment belongs to someone else.")
     campaign = assignment.campaign
-    _judge_membership(campaign, annotator)
+    _judge_membership(campaign.pk, annotator)
     if assignment.status == Assignment.Status.SUBMITTED:
         return Judgment.objects.get(assignment=assignment, supersedes__isnull=True), False
     if assignment.status == Assignment.Status.SKIPPED:
@@ -210,13 +220,17 @@ def judgment_submit(*, assignment: Assignment, annotator: AbstractBaseUser, answ
                 extra={"assignment_id": assignment.pk},
             )
 
-    item = Item.objects.only("is_gold", "gold").get(pk=assignment.item_id)
+    item = assignment.item
     gold_correct = None
+    counts = {"judged": F("judged") + 1}
     if item.is_gold:
         gold_correct = _gold_correct(item.gold, cleaned.outcome, cleaned.preferred_response_id)
-        Membership.objects.filter(campaign=campaign, user=annotator).update(
-            gold_judged=F("gold_judged") + 1, gold_correct=F("gold_correct") + int(gold_correct)
+        counts.update(gold_judged=F("gold_judged") + 1, gold_correct=F("gold_correct") + int(gold_correct))
+    else:
+        CampaignCounter.objects.filter(campaign=campaign, shard=random.randrange(COUNTER_SHARDS)).update(
+            judgments=F("judgments") + 1
         )
+    Membership.objects.filter(campaign=campaign, user=annotator).update(**counts)
 
     judgment = Judgment.objects.create(
         campaign=campaign,
@@ -250,7 +264,7 @@ def assignment_extend(*, assignment: Assignment, annotator: AbstractBaseUser) ->
     assignment = Assignment.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=assignment.pk)
     if assignment.annotator_id != annotator.pk:
         raise ForbiddenError("This assignment belongs to someone else.")
-    _judge_membership(assignment.campaign, annotator)
+    _judge_membership(assignment.campaign_id, annotator)
     now = timezone.now()
     if assignment.status == Assignment.Status.EXPIRED:
         if not Item.objects.filter(
@@ -278,7 +292,7 @@ def assignment_skip(*, assignment: Assignment, annotator: AbstractBaseUser, reas
     assignment = Assignment.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=assignment.pk)
     if assignment.annotator_id != annotator.pk:
         raise ForbiddenError("This assignment belongs to someone else.")
-    _judge_membership(assignment.campaign, annotator)
+    _judge_membership(assignment.campaign_id, annotator)
     reason = (reason or "").strip()
     if reason and reason not in SKIP_REASONS:
         raise field_error("reason", f"must be one of {', '.join(SKIP_REASONS)}")

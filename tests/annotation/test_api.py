@@ -9,7 +9,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotation.models import Assignment, Judgment, Membership, Prompt, Role
-from annotation.services.campaigns import membership_add
+from annotation.services.campaigns import campaign_set_status, membership_add
 from annotation.services.imports import items_import
 from tests.conftest import PASSWORD, jsonl, pair_rows
 
@@ -28,8 +28,7 @@ def test_next_returns_item_without_model_names(client_for, make_campaign, annota
     """The annotator's JSON has content and opaque ids only — never a model name."""
     campaign = make_campaign(items=0, active=False, annotators=[annotator])
     items_import(campaign=campaign, lines=jsonl(pair_rows(2, models=("gpt-secret-7b", "llama-hidden-70b"))))
-    campaign.status = "active"
-    campaign.save()
+    campaign_set_status(campaign=campaign, status="active")
     res = client_for(annotator).post(next_url(campaign), {}, format="json")
     assert res.status_code == 200
     body = res.content.decode()

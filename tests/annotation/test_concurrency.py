@@ -15,7 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from annotation.models import Assignment, Item, Judgment
+from annotation.models import Assignment, Item, Judgment, Membership
+from annotation.selectors import judging_progress
 from annotation.services.serving import leases_expire
 
 ITEMS, OVERLAP, CLIENTS = 500, 3, 32
@@ -115,3 +116,7 @@ def test_32_clients_racing_end_with_exact_overlap(make_campaign, make_user):
         assert item.judgment_count == per_item[item.pk] == OVERLAP
         assert item.lease_count == 0
     assert not Assignment.objects.filter(campaign=campaign, status=Assignment.Status.LEASED).exists()
+    # the progress counters kept beside the rows agree with them
+    campaign.refresh_from_db()
+    assert judging_progress(campaign=campaign, user=users[0])["done"] == ITEMS * OVERLAP == campaign.wanted_judgments
+    assert sum(Membership.objects.filter(campaign=campaign).values_list("judged", flat=True)) == ITEMS * OVERLAP
