@@ -144,6 +144,10 @@ def campaign_judge(request: HttpRequest, campaign: Campaign) -> HttpResponse:
         "nextUrl": reverse("api:assignment_next", kwargs={"campaign_id": campaign.pk}),
         "submitUrlTemplate": reverse("api:judgment_submit", kwargs={"assignment_id": 0}).replace("/0/", "/{id}/"),
         "skipUrlTemplate": reverse("api:assignment_skip", kwargs={"assignment_id": 0}).replace("/0/", "/{id}/"),
+        "heartbeatUrlTemplate": reverse("api:assignment_heartbeat", kwargs={"assignment_id": 0}).replace(
+            "/0/", "/{id}/"
+        ),
+        "leaseSeconds": campaign.lease_seconds,
         "csrfToken": get_token(request),
         "instructions": campaign.instructions,
         "options": {

@@ -54,6 +54,8 @@ export class PairwiseJudge {
   private choice: Choice | null = null;
   private strength: Strength | null = null;
   private renderedAt = 0;
+  private heartbeat: number | undefined;
+  private expiresEl: HTMLElement | null = null;
   private busy = false;
   private finished = false;
   private firstRender = true;
@@ -572,13 +574,14 @@ export class PairwiseJudge {
     this.form.hidden = false;
     this.itemEl.hidden = false;
 
+    this.startHeartbeat(assignment);
     const expires = formatTime(assignment.expires_at);
     const heading = h('h2', { id: 'item-heading', className: 'item-heading', tabindex: -1 }, `Item #${assignment.item.id}`);
     const header = h(
       'div',
       { className: 'item-header' },
       heading,
-      expires ? h('span', { className: 'muted small' }, `Reserved for you until ${expires}`) : null,
+      (this.expiresEl = expires ? h('span', { className: 'muted small' }, `Reserved for you until ${expires}`) : null),
     );
     this.itemEl.replaceChildren(
       header,
@@ -601,7 +604,36 @@ export class PairwiseJudge {
     this.firstRender = false;
   }
 
+  /** Keep the lease while the page is open and visible; a lapsed lease is said at once. */
+  private startHeartbeat(assignment: Assignment): void {
+    this.stopHeartbeat();
+    const every = Math.max(10, Math.floor((this.config.leaseSeconds || 600) / 3)) * 1000;
+    this.heartbeat = window.setInterval(() => {
+      if (document.visibilityState !== 'visible' || this.assignment?.id !== assignment.id || this.busy) return;
+      this.api
+        .post<{ expires_at: string }>(fillUrl(this.config.heartbeatUrlTemplate, assignment.id), {})
+        .then((data) => {
+          const until = formatTime(data.expires_at);
+          if (until && this.expiresEl && this.assignment?.id === assignment.id) {
+            this.expiresEl.textContent = `Reserved for you until ${until}`;
+          }
+        })
+        .catch((err: unknown) => {
+          if (err instanceof ApiError && err.status === 409 && this.assignment?.id === assignment.id) {
+            this.stopHeartbeat();
+            this.showError(err.message, { label: 'Load next item', run: () => { this.clearError(); void this.loadNext(); } });
+          }
+        });
+    }, every);
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeat !== undefined) window.clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+  }
+
   private renderDone(progress: Progress): void {
+    this.stopHeartbeat();
     this.assignment = null;
     this.finished = true;
     this.itemEl.hidden = true;

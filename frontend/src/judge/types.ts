@@ -11,6 +11,8 @@ export interface JudgeConfig {
   nextUrl: string;
   submitUrlTemplate: string;
   skipUrlTemplate: string;
+  heartbeatUrlTemplate: string;
+  leaseSeconds: number;
   csrfToken: string;
   instructions: string;
   options: JudgeOptions;
