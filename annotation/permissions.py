@@ -23,7 +23,3 @@ class IsManager(HasRole):
 
 class IsAnyRole(HasRole):
     roles = (Role.MANAGER, Role.ANNOTATOR, Role.RESEARCHER)
-
-
-class IsJudge(HasRole):
-    roles = (Role.MANAGER, Role.ANNOTATOR)

@@ -3,7 +3,7 @@
 from collections.abc import Iterable
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
 
 from annotation.errors import ForbiddenError, NotFoundError
 from annotation.models import (
@@ -124,17 +124,32 @@ def campaign_live_counts(*, campaign_id: int) -> dict[str, int]:
     return counts
 
 
-def judging_progress(*, campaign: Campaign, user: User) -> dict[str, int]:
+def judging_progress(*, campaign_id: int, user: User) -> dict[str, int]:
     """Return the annotator's progress line: judgments done and wanted, and their own count.
 
-    Reads counters kept by the services (a few rows), never the items, so it stays cheap at
-    any campaign size.
+    One query over counters kept by the services (a few rows), never the items, so it stays
+    cheap at any campaign size.
     """
-    done = CampaignCounter.objects.filter(campaign=campaign).aggregate(n=Sum("judgments"))["n"] or 0
-    mine = Membership.objects.filter(campaign=campaign, user_id=user.pk).values_list("judged", flat=True).first()
-    if mine is None:  # a superuser judging without a membership
-        mine = annotator_judgment_count(campaign=campaign, user=user)
-    return {"done": done, "total": campaign.wanted_judgments, "mine": mine}
+    row = (
+        Campaign.objects.filter(pk=campaign_id)
+        .annotate(
+            done=Subquery(
+                CampaignCounter.objects.filter(campaign=OuterRef("pk"))
+                .values("campaign")
+                .annotate(n=Sum("judgments"))
+                .values("n")[:1]
+            ),
+            mine=Subquery(
+                Membership.objects.filter(campaign=OuterRef("pk"), user_id=user.pk).values("judged")[:1]
+            ),
+        )
+        .values("done", "mine", "wanted_judgments")
+        .first()
+    ) or {}
+    mine = row.get("mine")
+    if mine is None and row:  # a superuser judging without a membership
+        mine = Judgment.objects.filter(campaign_id=campaign_id, annotator_id=user.pk).count()
+    return {"done": row.get("done") or 0, "total": row.get("wanted_judgments") or 0, "mine": mine or 0}
 
 
 def annotator_judgment_count(*, campaign: Campaign, user: User) -> int:

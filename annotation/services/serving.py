@@ -16,7 +16,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from annotation import events
-from annotation.errors import ConflictError, ForbiddenError, field_error
+from annotation.errors import ConflictError, ForbiddenError, NotFoundError, field_error
 from annotation.judging import AnswerError, PairwiseOptions, validate_pairwise_answer
 from annotation.models import (
     COUNTER_SHARDS,
@@ -80,6 +80,8 @@ def _judge_membership(campaign_id: int, annotator: AbstractBaseUser, *, lock: bo
     qs = Membership.objects.select_related("campaign").filter(campaign_id=campaign_id, user=annotator)
     membership = (qs.select_for_update(of=("self",)) if lock else qs).first()
     if membership is None and not annotator.is_superuser:
+        if lock:  # asking for work: a non-member learns nothing about the campaign
+            raise NotFoundError("Campaign not found.", extra={"campaign_id": campaign_id})
         raise ForbiddenError("You are not an annotator in this campaign.")
     if membership is not None:
         if membership.role not in (Role.ANNOTATOR, Role.MANAGER):
@@ -90,13 +92,15 @@ def _judge_membership(campaign_id: int, annotator: AbstractBaseUser, *, lock: bo
 
 
 @transaction.atomic
-def assignment_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) -> Assignment | None:
+def assignment_lease_next(*, campaign_id: int, annotator: AbstractBaseUser) -> Assignment | None:
     """Return the annotator's open lease, or lease them the next item; None when none is left.
 
     Order: items closest to completion first, then higher priority, then a fixed random key.
     """
-    membership = _judge_membership(campaign.pk, annotator, lock=True)
-    campaign = membership.campaign if membership else Campaign.objects.get(pk=campaign.pk)
+    membership = _judge_membership(campaign_id, annotator, lock=True)
+    campaign = membership.campaign if membership else Campaign.objects.filter(pk=campaign_id).first()
+    if campaign is None:
+        raise NotFoundError("Campaign not found.", extra={"campaign_id": campaign_id})
     if campaign.status != Campaign.Status.ACTIVE:
         raise ConflictError(f"This campaign is {campaign.status}; nothing is being served.")
     now = timezone.now()
@@ -162,6 +166,19 @@ def _next_open_item(campaign: Campaign, annotator: AbstractBaseUser, *, gold: bo
     return candidates.first()
 
 
+def _lock_own_assignment(assignment_id: int, annotator: AbstractBaseUser) -> Assignment:
+    """Lock the annotator's own assignment (with campaign and item); anyone else's is "not found"."""
+    assignment = (
+        Assignment.objects.select_for_update(of=("self",))
+        .select_related("campaign", "item")
+        .filter(pk=assignment_id, annotator_id=annotator.pk)
+        .first()
+    )
+    if assignment is None:
+        raise NotFoundError("Assignment not found.", extra={"assignment_id": assignment_id})
+    return assignment
+
+
 def _gold_correct(gold: dict, outcome: str, preferred_response_id: int | None) -> bool:
     if gold.get("outcome") != outcome:
         return False
@@ -179,20 +196,15 @@ def _options(campaign: Campaign) -> PairwiseOptions:
 
 
 @transaction.atomic
-def judgment_submit(*, assignment: Assignment, annotator: AbstractBaseUser, answer: dict) -> tuple[Judgment, bool]:
+def judgment_submit(*, assignment_id: int, annotator: AbstractBaseUser, answer: dict) -> tuple[Judgment, bool]:
     """Store the annotator's judgment for the assignment; return (judgment, created).
 
     Idempotent on the assignment: a repeated submit returns the judgment already stored. A
     submit after the lease expired is accepted while the item still needs a judgment, and
     refused with a conflict otherwise.
     """
-    assignment = (
-        Assignment.objects.select_for_update(of=("self",)).select_related("campaign", "item").get(pk=assignment.pk)
-    )
-    if assignment.annotator_id != annotator.pk:
-        raise ForbiddenError("This assignment belongs to someone else.")
+    assignment = _lock_own_assignment(assignment_id, annotator)
     campaign = assignment.campaign
-    _judge_membership(campaign.pk, annotator)
     if assignment.status == Assignment.Status.SUBMITTED:
         return Judgment.objects.get(assignment=assignment, supersedes__isnull=True), False
     if assignment.status == Assignment.Status.SKIPPED:
@@ -230,7 +242,13 @@ def judgment_submit(*, assignment: Assignment, annotator: AbstractBaseUser, answ
         CampaignCounter.objects.filter(campaign=campaign, shard=random.randrange(COUNTER_SHARDS)).update(
             judgments=F("judgments") + 1
         )
-    Membership.objects.filter(campaign=campaign, user=annotator).update(**counts)
+    # Counting the judgment against the membership is also the check that the member may
+    # still judge; if not, the error says why and the transaction stores nothing.
+    if not Membership.objects.filter(
+        campaign=campaign, user=annotator, is_active=True, role__in=(Role.ANNOTATOR, Role.MANAGER)
+    ).update(**counts) and not annotator.is_superuser:
+        _judge_membership(campaign.pk, annotator)
+        raise ForbiddenError("You may not judge in this campaign.")
 
     judgment = Judgment.objects.create(
         campaign=campaign,
@@ -255,15 +273,13 @@ def judgment_submit(*, assignment: Assignment, annotator: AbstractBaseUser, answ
 
 
 @transaction.atomic
-def assignment_extend(*, assignment: Assignment, annotator: AbstractBaseUser) -> Assignment:
+def assignment_extend(*, assignment_id: int, annotator: AbstractBaseUser) -> Assignment:
     """Extend the lease while the judging page is open (the page's heartbeat).
 
     A lease that lapsed is taken again if the item still has room; otherwise a conflict says
     the item went to someone else.
     """
-    assignment = Assignment.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=assignment.pk)
-    if assignment.annotator_id != annotator.pk:
-        raise ForbiddenError("This assignment belongs to someone else.")
+    assignment = _lock_own_assignment(assignment_id, annotator)
     _judge_membership(assignment.campaign_id, annotator)
     now = timezone.now()
     if assignment.status == Assignment.Status.EXPIRED:
@@ -287,11 +303,9 @@ SKIP_REASONS = ("cant_judge", "unsafe", "private_data", "broken", "other")
 
 
 @transaction.atomic
-def assignment_skip(*, assignment: Assignment, annotator: AbstractBaseUser, reason: str = "") -> Assignment:
+def assignment_skip(*, assignment_id: int, annotator: AbstractBaseUser, reason: str = "") -> Assignment:
     """Give the item back without judging it; the annotator is not served it again."""
-    assignment = Assignment.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=assignment.pk)
-    if assignment.annotator_id != annotator.pk:
-        raise ForbiddenError("This assignment belongs to someone else.")
+    assignment = _lock_own_assignment(assignment_id, annotator)
     _judge_membership(assignment.campaign_id, annotator)
     reason = (reason or "").strip()
     if reason and reason not in SKIP_REASONS:

@@ -118,5 +118,5 @@ def test_32_clients_racing_end_with_exact_overlap(make_campaign, make_user):
     assert not Assignment.objects.filter(campaign=campaign, status=Assignment.Status.LEASED).exists()
     # the progress counters kept beside the rows agree with them
     campaign.refresh_from_db()
-    assert judging_progress(campaign=campaign, user=users[0])["done"] == ITEMS * OVERLAP == campaign.wanted_judgments
+    assert judging_progress(campaign_id=campaign.pk, user=users[0])["done"] == ITEMS * OVERLAP == campaign.wanted_judgments
     assert sum(Membership.objects.filter(campaign=campaign).values_list("judged", flat=True)) == ITEMS * OVERLAP
