@@ -19,6 +19,7 @@ export default defineConfig({
       input: {
         app: resolve(root, 'src/app.ts'),
         judge: resolve(root, 'src/judge.ts'),
+        campaign: resolve(root, 'src/campaign.ts'),
       },
       output: {
         entryFileNames: 'arbiter/[name].js',

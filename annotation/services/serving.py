@@ -157,7 +157,9 @@ def _next_open_item(campaign: Campaign, annotator: AbstractBaseUser, *, gold: bo
     seen = Assignment.objects.filter(item=OuterRef("pk"), annotator=annotator)
     candidates = (
         Item.objects.select_related("prompt")
-        .filter(campaign=campaign, is_gold=gold, judgment_count__lt=F("target") - F("lease_count"))
+        # `is_gold__in` and not `is_gold=`: SQLite gets `NOT is_gold` for False, which its
+        # planner cannot match to the index (and then sorts every item of the campaign).
+        .filter(campaign=campaign, is_gold__in=[gold], judgment_count__lt=F("target") - F("lease_count"))
         .filter(~Exists(seen))
         .order_by("-judgment_count", "-priority", "random_key")
     )

@@ -1,12 +1,18 @@
-"""Real-browser fixtures: Playwright (sync API) driving Debian's chromium against pytest-django's live server.
+"""Real-browser fixtures: Playwright (sync API) driving Debian's chromium against a live ASGI server.
 
 Nothing is downloaded: the browser is /usr/bin/chromium (override with ARBITER_CHROMIUM).
-Static files (frontend/dist, found through STATICFILES_DIRS) are served by the live server's
-StaticFilesHandler; `live_url` checks that the built judging bundle is really reachable.
+The server is uvicorn serving config.asgi.application, as in production, in a thread of the test
+process (so it shares the test database and the in-memory channel layer). pytest-django's
+`live_server` is not used: it is a WSGI server and does not speak websockets, which the campaign
+page opens. Static files (frontend/dist, found through STATICFILES_DIRS) are served by Django's
+ASGIStaticFilesHandler; `live_url` checks that the built judging bundle is really reachable.
 """
 
 import os
 import shutil
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -42,10 +48,53 @@ def browser() -> Iterator[object]:
         browser.close()
 
 
+@dataclass
+class AsgiServer:
+    """A running uvicorn server (see `asgi_server`)."""
+
+    server: object
+    url: str
+
+    def drop_connections(self) -> None:
+        """Cut every open connection (websockets included) from the server's side."""
+        loop = self.server.servers[0].get_loop()
+        for connection in list(self.server.server_state.connections):
+            loop.call_soon_threadsafe(connection.transport.close)
+
+
 @pytest.fixture
-def live_url(live_server) -> str:
+def asgi_server(transactional_db, settings) -> Iterator[AsgiServer]:
+    """uvicorn serving the project's ASGI application on a free port, in a thread of this process."""
+    import uvicorn
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    from config.asgi import application
+
+    # The default set-up: the in-memory layer works because the server runs in this process.
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(ASGIStaticFilesHandler(application), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield AsgiServer(server, f"http://127.0.0.1:{sock.getsockname()[1]}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture
+def live_url(asgi_server) -> str:
     """The live server's base URL, after checking that the judging bundle is served."""
-    url = live_server.url
+    url = asgi_server.url
     try:
         with urllib.request.urlopen(f"{url}/static/arbiter/judge.js", timeout=10) as resp:
             ok = resp.status == 200 and b"judge" in resp.read()
