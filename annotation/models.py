@@ -46,6 +46,7 @@ class Campaign(models.Model):
     gold_rate = models.FloatField(default=0.0, help_text="Share of served items that are gold checks.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
     version = models.PositiveIntegerField(default=1)
+    item_count = models.PositiveIntegerField(default=0, help_text="Regular (non-gold) items; kept by imports.")
     wanted_judgments = models.PositiveIntegerField(
         default=0, help_text="Judgments wanted over all regular (non-gold) items; kept by imports."
     )
@@ -83,6 +84,7 @@ class CampaignCounter(models.Model):
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="counters")
     shard = models.PositiveSmallIntegerField()
     judgments = models.PositiveIntegerField(default=0)
+    items_complete = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [

@@ -71,7 +71,9 @@ def items_import(*, campaign: Campaign, lines: Iterable[bytes | str], format: st
         raise report_error(report)
     result = _insert(campaign, report.records, dict(report.formats))
     regular = sum(1 for r in report.records if r.gold is None)
-    Campaign.objects.filter(pk=campaign.pk).update(wanted_judgments=F("wanted_judgments") + regular * campaign.overlap)
+    Campaign.objects.filter(pk=campaign.pk).update(
+        item_count=F("item_count") + regular, wanted_judgments=F("wanted_judgments") + regular * campaign.overlap
+    )
     return result
 
 

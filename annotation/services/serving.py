@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from annotation import events
@@ -168,6 +168,25 @@ def _next_open_item(campaign: Campaign, annotator: AbstractBaseUser, *, gold: bo
     return candidates.first()
 
 
+def _count_judgment(item_id: int, *, lease_held: bool) -> bool | None:
+    """Count a judgment on the item; return whether it is now complete, None if it had no room.
+
+    One UPDATE ... RETURNING (PostgreSQL, and SQLite since 3.35), so completion is known
+    without reading the row again.
+    """
+    table = connection.ops.quote_name(Item._meta.db_table)
+    if lease_held:
+        sql = (f"UPDATE {table} SET judgment_count = judgment_count + 1, lease_count = lease_count - 1 "
+               "WHERE id = %s RETURNING judgment_count >= target")
+    else:
+        sql = (f"UPDATE {table} SET judgment_count = judgment_count + 1 "
+               "WHERE id = %s AND judgment_count < target - lease_count RETURNING judgment_count >= target")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [item_id])
+        row = cursor.fetchone()
+    return None if row is None else bool(row[0])
+
+
 def _lock_own_assignment(assignment_id: int, annotator: AbstractBaseUser) -> Assignment:
     """Lock the annotator's own assignment (with campaign and item); anyone else's is "not found"."""
     assignment = (
@@ -219,20 +238,15 @@ def judgment_submit(*, assignment_id: int, annotator: AbstractBaseUser, answer: 
     except AnswerError as exc:
         raise field_error(exc.field, exc.message) from exc
 
-    if assignment.status == Assignment.Status.LEASED:
-        # The open lease already holds a place under the target: turn it into a judgment.
-        Item.objects.filter(pk=assignment.item_id).update(
-            judgment_count=F("judgment_count") + 1, lease_count=F("lease_count") - 1
-        )
-    else:  # expired: take a free place if there is one
-        if not Item.objects.filter(
-            Q(pk=assignment.item_id), Q(judgment_count__lt=F("target") - F("lease_count"))
-        ).update(judgment_count=F("judgment_count") + 1):
-            raise ConflictError(
+    # An open lease already holds a place under the target and turns into the judgment; an
+    # expired one needs a free place.
+    completed = _count_judgment(assignment.item_id, lease_held=assignment.status == Assignment.Status.LEASED)
+    if completed is None:
+        raise ConflictError(
                 "Your lease on this item expired and it already has all the judgments it needs; "
                 "this answer was not stored. Load the next item to go on.",
-                extra={"assignment_id": assignment.pk},
-            )
+            extra={"assignment_id": assignment.pk},
+        )
 
     item = assignment.item
     gold_correct = None
@@ -242,7 +256,7 @@ def judgment_submit(*, assignment_id: int, annotator: AbstractBaseUser, answer: 
         counts.update(gold_judged=F("gold_judged") + 1, gold_correct=F("gold_correct") + int(gold_correct))
     else:
         CampaignCounter.objects.filter(campaign=campaign, shard=random.randrange(COUNTER_SHARDS)).update(
-            judgments=F("judgments") + 1
+            judgments=F("judgments") + 1, items_complete=F("items_complete") + int(completed)
         )
     # Counting the judgment against the membership is also the check that the member may
     # still judge; if not, the error says why and the transaction stores nothing.

@@ -16,7 +16,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from annotation.models import Assignment, Item, Judgment, Membership
-from annotation.selectors import judging_progress
+from annotation.selectors import campaign_live_counts, judging_progress
 from annotation.services.serving import leases_expire
 
 ITEMS, OVERLAP, CLIENTS = 500, 3, 32
@@ -29,6 +29,8 @@ def _client_loop(user, campaign_id: int, seed: int, created: list, conflicts: li
     idle = 0
     try:
         while not stop.is_set():
+            # As at the end of a real request: give the connection back (to the pool on PostgreSQL).
+            connection.close()
             res = client.post(reverse("api:assignment_next", kwargs={"campaign_id": campaign_id}), {}, format="json")
             if res.status_code != 200:
                 errors.append(("next", res.status_code, res.content[:200]))
@@ -120,3 +122,6 @@ def test_32_clients_racing_end_with_exact_overlap(make_campaign, make_user):
     campaign.refresh_from_db()
     assert judging_progress(campaign_id=campaign.pk, user=users[0])["done"] == ITEMS * OVERLAP == campaign.wanted_judgments
     assert sum(Membership.objects.filter(campaign=campaign).values_list("judged", flat=True)) == ITEMS * OVERLAP
+    live = campaign_live_counts(campaign_id=campaign.pk)
+    assert (live["items"], live["complete"], live["done"], live["leased"], live["remaining"]) == (
+        ITEMS, ITEMS, ITEMS * OVERLAP, 0, 0)
