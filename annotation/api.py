@@ -35,7 +35,7 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Campaign
         fields = [
-            "id", "name", "instructions", "kind", "status", "overlap", "lease_seconds", "gold_rate",
+            "id", "name", "instructions", "kind", "criteria", "status", "overlap", "lease_seconds", "gold_rate",
             "allow_ties", "allow_both_bad", "use_strength", "require_rationale", "allow_editing",
             "version", "created_at",
         ]
@@ -75,6 +75,7 @@ class CampaignCreateApi(APIView):
         name = serializers.CharField(max_length=200)
         instructions = serializers.CharField(required=False, allow_blank=True, default="")
         kind = serializers.ChoiceField(choices=Campaign.Kind.choices, default=Campaign.Kind.PAIRWISE)
+        criteria = serializers.JSONField(required=False, default=list, help_text="[{name, label, description, scale}]")
         overlap = serializers.IntegerField(min_value=1, max_value=100, default=1)
         lease_seconds = serializers.IntegerField(min_value=30, default=600)
         allow_ties = serializers.BooleanField(default=True)
@@ -229,9 +230,23 @@ class JudgmentSubmitApi(APIView):
     permission_classes = [IsAuthenticated]  # the service checks the campaign membership
 
     class InputSerializer(serializers.Serializer):
-        outcome = serializers.ChoiceField(choices=["preferred", "tie", "both_bad"])
+        """The answer's shape depends on the campaign's kind; the service checks it against the
+        campaign's schema and names the field at fault."""
+
+        outcome = serializers.ChoiceField(
+            choices=["preferred", "tie", "both_bad", "ranked", "rated"],
+            help_text="pairwise: preferred | tie | both_bad; ranking: ranked; rating: rated",
+        )
         preferred_response_id = serializers.IntegerField(required=False, allow_null=True, default=None)
         strength = serializers.IntegerField(required=False, allow_null=True, default=None)
+        criteria = serializers.JSONField(
+            required=False, help_text='pairwise with criteria: {"helpfulness": <response id> | "tie", ...}'
+        )
+        ranking = serializers.JSONField(required=False, help_text="ranking: groups of response ids, best first")
+        ratings = serializers.JSONField(
+            required=False, help_text='rating: {"<response id>": {"<criterion>": score}}'
+        )
+        flags = serializers.JSONField(required=False, help_text="unsafe, private_data, broken, cant_judge")
         rationale = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
         edited_response = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
         time_taken_ms = serializers.IntegerField(required=False, allow_null=True, default=None)
@@ -242,6 +257,7 @@ class JudgmentSubmitApi(APIView):
         outcome = serializers.CharField()
         preferred_response_id = serializers.IntegerField(allow_null=True)
         strength = serializers.IntegerField(allow_null=True)
+        answer = serializers.JSONField()
         created_at = serializers.DateTimeField()
 
     @extend_schema(

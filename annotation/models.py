@@ -258,6 +258,8 @@ class Judgment(models.Model):
         PREFERRED = "preferred", "One response preferred"
         TIE = "tie", "Tie"
         BOTH_BAD = "both_bad", "Both bad"
+        RANKED = "ranked", "Ranked (see answer.ranking)"
+        RATED = "rated", "Rated (see answer.ratings)"
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="judgments")
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="judgments")
@@ -268,7 +270,11 @@ class Judgment(models.Model):
         Response, null=True, blank=True, on_delete=models.PROTECT, related_name="preferred_in"
     )
     strength = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 slightly, 2 clearly, 3 much better.")
-    answer = models.JSONField(default=dict, blank=True, help_text="Per-criterion answers and kind-specific data.")
+    answer = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Kind-specific answer against response ids: criteria winners, ranking groups, ratings, flags.",
+    )
     rationale = models.TextField(blank=True)
     edited_response = models.TextField(blank=True)
     display_order = models.JSONField(help_text="Response ids in the order they were shown.")
@@ -287,7 +293,8 @@ class Judgment(models.Model):
                 fields=["assignment"], condition=Q(supersedes__isnull=True), name="judgment_one_per_assignment"
             ),
             models.CheckConstraint(
-                condition=Q(outcome__in=["preferred", "tie", "both_bad"]), name="judgment_outcome_valid"
+                condition=Q(outcome__in=["preferred", "tie", "both_bad", "ranked", "rated"]),
+                name="judgment_outcome_valid",
             ),
             models.CheckConstraint(
                 condition=(Q(outcome="preferred") & Q(preferred_response__isnull=False))

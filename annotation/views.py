@@ -13,6 +13,7 @@ from django.views.decorators.http import require_http_methods
 from annotation.consumers import campaign_progress_path
 from annotation.errors import ApplicationError, ForbiddenError, NotFoundError
 from annotation.forms import CampaignForm, ImportForm
+from annotation.judging import FLAG_REASONS
 from annotation.models import Campaign, Role
 from annotation.selectors import (
     campaign_get_for_user,
@@ -150,11 +151,15 @@ def campaign_judge(request: HttpRequest, campaign: Campaign) -> HttpResponse:
         "leaseSeconds": campaign.lease_seconds,
         "csrfToken": get_token(request),
         "instructions": campaign.instructions,
+        "kind": campaign.kind,
+        "criteria": campaign.criteria,
+        "flagReasons": [{"value": k, "label": v} for k, v in FLAG_REASONS.items()],
         "options": {
             "allowTies": campaign.allow_ties,
             "allowBothBad": campaign.allow_both_bad,
             "strength": campaign.use_strength,
             "requireRationale": campaign.require_rationale,
+            "allowEditing": campaign.allow_editing,
         },
     }
     return render(request, "annotation/judge.html", {"campaign": campaign, "judge_config": config})

@@ -4,6 +4,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from annotation.errors import ApplicationError, ConflictError, field_error
+from annotation.judging import CriteriaError, validate_criteria
 from annotation.models import COUNTER_SHARDS, Campaign, CampaignCounter, Membership, Role
 from annotation.selectors import user_role
 
@@ -41,6 +42,7 @@ def campaign_create(
     name: str,
     instructions: str = "",
     kind: str = Campaign.Kind.PAIRWISE,
+    criteria: list | None = None,
     overlap: int = 1,
     lease_seconds: int = 600,
     allow_ties: bool = True,
@@ -54,12 +56,16 @@ def campaign_create(
     """Create a campaign; its creator becomes its first manager."""
     if user_role(created_by) != Role.MANAGER:
         raise ApplicationError("Only managers can create campaigns.")
-    if kind != Campaign.Kind.PAIRWISE:
-        raise field_error("kind", "only pairwise campaigns can be created in this version")
+    try:
+        cleaned = validate_criteria(kind, criteria)
+    except CriteriaError as exc:
+        field = str(exc).split(":", 1)[0].split("[", 1)[0].split(".", 1)[0]
+        raise ApplicationError(str(exc), extra={"fields": {field: [str(exc)]}}) from exc
     campaign = Campaign(
         name=name.strip(),
         instructions=instructions,
         kind=kind,
+        criteria=[c.as_dict() for c in cleaned],
         overlap=overlap,
         lease_seconds=lease_seconds,
         allow_ties=allow_ties,

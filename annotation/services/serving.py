@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from annotation import events
 from annotation.errors import ConflictError, ForbiddenError, NotFoundError, field_error
-from annotation.judging import AnswerError, PairwiseOptions, validate_pairwise_answer
+from annotation.judging import AnswerError, PairwiseOptions, validate_answer, validate_criteria
 from annotation.models import (
     COUNTER_SHARDS,
     Assignment,
@@ -234,7 +234,13 @@ def judgment_submit(*, assignment_id: int, annotator: AbstractBaseUser, answer: 
         raise ConflictError("This campaign is closed; the judgment was not stored.")
 
     try:
-        cleaned = validate_pairwise_answer(answer, options=_options(campaign), response_ids=assignment.display_order)
+        cleaned = validate_answer(
+            answer,
+            kind=campaign.kind,
+            options=_options(campaign),
+            response_ids=assignment.display_order,
+            criteria=validate_criteria(campaign.kind, campaign.criteria),
+        )
     except AnswerError as exc:
         raise field_error(exc.field, exc.message) from exc
 
@@ -251,9 +257,10 @@ def judgment_submit(*, assignment_id: int, annotator: AbstractBaseUser, answer: 
     item = assignment.item
     gold_correct = None
     counts = {"judged": F("judged") + 1}
-    if item.is_gold:
-        gold_correct = _gold_correct(item.gold, cleaned.outcome, cleaned.preferred_response_id)
-        counts.update(gold_judged=F("gold_judged") + 1, gold_correct=F("gold_correct") + int(gold_correct))
+    if item.is_gold:  # gold checks are scored (pairwise answers), never counted as progress
+        if campaign.kind == Campaign.Kind.PAIRWISE:
+            gold_correct = _gold_correct(item.gold, cleaned.outcome, cleaned.preferred_response_id)
+            counts.update(gold_judged=F("gold_judged") + 1, gold_correct=F("gold_correct") + int(gold_correct))
     else:
         CampaignCounter.objects.filter(campaign=campaign, shard=random.randrange(COUNTER_SHARDS)).update(
             judgments=F("judgments") + 1, items_complete=F("items_complete") + int(completed)
@@ -274,6 +281,7 @@ def judgment_submit(*, assignment_id: int, annotator: AbstractBaseUser, answer: 
         outcome=cleaned.outcome,
         preferred_response_id=cleaned.preferred_response_id,
         strength=cleaned.strength,
+        answer=cleaned.answer,
         rationale=cleaned.rationale,
         edited_response=cleaned.edited_response,
         display_order=assignment.display_order,
