@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
-CAREFUL, HASTY = "demo-careful-v1", "demo-hasty-v0"
+CAREFUL, HASTY, WORDY = "demo-careful-v1", "demo-hasty-v0", "demo-wordy-v2"
 
 _CAPITALS = [
     ("France", "Paris"), ("Japan", "Tokyo"), ("Canada", "Ottawa"), ("Australia", "Canberra"),
@@ -111,3 +111,26 @@ def demo_rows(n: int = 240, *, seed: int = 7) -> Iterator[dict[str, Any]]:
             "responses": [{"content": careful, "model": CAREFUL}, {"content": hasty, "model": HASTY}],
             "metadata": {"task": _GENERATORS[i % len(_GENERATORS)].__name__.lstrip("_")},
         }
+
+
+def _wordy(careful: str) -> str:
+    return (
+        "Great question! Let me think about this carefully and walk through it step by step, "
+        "because it is important to be thorough.\n\n" + careful +
+        "\n\nI hope this helps! Let me know if you have any other questions at all."
+    )
+
+
+def demo_ranking_rows(n: int = 60, *, seed: int = 11) -> Iterator[dict[str, Any]]:
+    """Yield `n` items with three responses each (careful, hasty, wordy) to rank."""
+    for row in demo_rows(n, seed=seed):
+        careful = row["responses"][0]["content"]
+        row = {**row, "id": row["id"].replace("demo-", "rank-")}
+        row["responses"] = [*row["responses"], {"content": _wordy(careful), "model": WORDY}]
+        yield row
+
+
+def demo_single_rows(n: int = 60, *, seed: int = 13) -> Iterator[dict[str, Any]]:
+    """Yield `n` items with one response each, alternating careful and hasty, for thumbs up/down."""
+    for i, row in enumerate(demo_rows(n, seed=seed)):
+        yield {**row, "id": row["id"].replace("demo-", "one-"), "responses": [row["responses"][i % 2]]}
