@@ -3,8 +3,23 @@
 Pure computation on plain dataclasses and numpy arrays; nothing here imports Django.
 """
 
-from .agreement import cohen_kappa, fleiss_kappa, fleiss_kappa_judgments, krippendorff_alpha, reliability_matrix
-from .bradley_terry import Leaderboard, PairTable, ci_ranks, fit, leaderboard, pair_table, pair_table_from_judgments, to_elo
+from .agreement import (
+    cohen_kappa,
+    fleiss_kappa,
+    fleiss_kappa_judgments,
+    krippendorff_alpha,
+    reliability_matrix,
+)
+from .bradley_terry import (
+    Leaderboard,
+    PairTable,
+    ci_ranks,
+    fit,
+    leaderboard,
+    pair_table,
+    pair_table_from_judgments,
+    to_elo,
+)
 from .consensus import dawid_skene, majority_vote, reliability_weighted
 from .expand import ranking_to_pairs, ratings_to_pairs
 from .position import PositionBias, position_bias

@@ -53,8 +53,12 @@ def krippendorff_alpha(
 def cohen_kappa(labels_1: Sequence[Hashable], labels_2: Sequence[Hashable]) -> float:
     """Return Cohen's kappa of two annotators' labels on the same items (None = not labelled)."""
     if len(labels_1) != len(labels_2):
-        raise ValueError(f"labels_1 has {len(labels_1)} items and labels_2 {len(labels_2)}; pass the same items")
-    pairs = [(a, b) for a, b in zip(labels_1, labels_2, strict=True) if a is not None and b is not None]
+        raise ValueError(
+            f"labels_1 has {len(labels_1)} items and labels_2 {len(labels_2)}; pass the same items"
+        )
+    pairs = [
+        (a, b) for a, b in zip(labels_1, labels_2, strict=True) if a is not None and b is not None
+    ]
     if not pairs:
         raise ValueError("Cohen's kappa needs at least one item labelled by both annotators")
     cats = sorted({x for p in pairs for x in p}, key=str)
@@ -80,14 +84,18 @@ def fleiss_kappa(table: np.ndarray) -> float:
         raise ValueError("table must be 2-D: items x categories")
     n_i = t.sum(axis=1)
     if (n_i < 2).any():
-        raise ValueError(f"item rows {np.flatnonzero(n_i < 2).tolist()} have fewer than 2 ratings; drop them")
+        raise ValueError(
+            f"item rows {np.flatnonzero(n_i < 2).tolist()} have fewer than 2 ratings; drop them"
+        )
     p_i = ((t * (t - 1)).sum(axis=1)) / (n_i * (n_i - 1))
     p_j = t.sum(axis=0) / t.sum()
     p_bar, p_e = p_i.mean(), float((p_j**2).sum())
     return 1.0 if p_e == 1 else float((p_bar - p_e) / (1 - p_e))
 
 
-def fleiss_kappa_judgments(judgments: Sequence[PairwiseJudgment], *, both_bad: str = "tie") -> float:
+def fleiss_kappa_judgments(
+    judgments: Sequence[PairwiseJudgment], *, both_bad: str = "tie"
+) -> float:
     """Return Fleiss' kappa of A / B / tie answers over items with two or more judgments."""
     enc = encode(judgments, both_bad=both_bad)
     t = np.zeros((enc.n_items, N_CLASSES))
@@ -96,4 +104,3 @@ def fleiss_kappa_judgments(judgments: Sequence[PairwiseJudgment], *, both_bad: s
     if len(t) == 0:
         raise ValueError("Fleiss' kappa needs at least one item judged by two annotators")
     return fleiss_kappa(t)
-

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,19 +54,28 @@ class PairTable:
         return np.bincount(self.i, g, self.n_models) + np.bincount(self.j, g, self.n_models)
 
 
-def _codes(values: Sequence[Hashable] | np.ndarray, index: dict[Hashable, int], grow: bool) -> np.ndarray:
+def _codes(
+    values: Sequence[Hashable] | np.ndarray, index: dict[Hashable, int], grow: bool
+) -> np.ndarray:
     arr = np.asarray(values)
     if arr.dtype.kind in "iu" and not index:
         return arr.astype(np.intp)
     if grow:
-        return np.fromiter((index.setdefault(v, len(index)) for v in arr.tolist()), np.intp, len(arr))
+        return np.fromiter(
+            (index.setdefault(v, len(index)) for v in arr.tolist()), np.intp, len(arr)
+        )
     try:
         return np.fromiter((index[v] for v in arr.tolist()), np.intp, len(arr))
     except KeyError as e:
         raise ValueError(f"model {e.args[0]!r} is in the judgments but not in `models`") from None
 
 
-_OUTCOME_CODE = {Outcome.A: CLASS_A, Outcome.B: CLASS_B, Outcome.TIE: CLASS_TIE, Outcome.BOTH_BAD: CLASS_TIE}
+_OUTCOME_CODE = {
+    Outcome.A: CLASS_A,
+    Outcome.B: CLASS_B,
+    Outcome.TIE: CLASS_TIE,
+    Outcome.BOTH_BAD: CLASS_TIE,
+}
 
 
 def pair_table(
@@ -108,10 +118,14 @@ def pair_table(
             raise ValueError(f"outcome: {e}; use one of {[x.value for x in Outcome]}") from None
     else:
         if len(o) and (o.min() < 0 or o.max() > 3):
-            raise ValueError("integer outcomes must be 0 (a won), 1 (b won), 2 (tie) or 3 (both bad)")
+            raise ValueError(
+                "integer outcomes must be 0 (a won), 1 (b won), 2 (tie) or 3 (both bad)"
+            )
         o = np.minimum(o, CLASS_TIE)
     if np.any(a == b):
-        raise ValueError(f"{int(np.sum(a == b))} battles have the same model on both sides; drop them")
+        raise ValueError(
+            f"{int(np.sum(a == b))} battles have the same model on both sides; drop them"
+        )
     m = len(names)
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     # Fold each battle onto its unordered pair: cell 0 = lo won, 1 = tie, 2 = hi won.
@@ -132,8 +146,14 @@ def pair_table(
 
 def pair_table_from_judgments(judgments: Sequence[PairwiseJudgment], **kwargs) -> PairTable:
     """Return the pair table of pairwise judgments that name both models."""
-    kept = [j for j in judgments if j.model_a is not None and j.model_b is not None and j.model_a != j.model_b]
-    return pair_table([j.model_a for j in kept], [j.model_b for j in kept], [j.outcome for j in kept], **kwargs)
+    kept = [
+        j
+        for j in judgments
+        if j.model_a is not None and j.model_b is not None and j.model_a != j.model_b
+    ]
+    return pair_table(
+        [j.model_a for j in kept], [j.model_b for j in kept], [j.outcome for j in kept], **kwargs
+    )
 
 
 def check_identifiable(table: PairTable) -> None:
@@ -162,9 +182,11 @@ def check_identifiable(table: PairTable) -> None:
 # --- per-pair log-likelihood derivatives, batched over rounds -------------------------------
 
 
-def _derivs(ties: str, d: np.ndarray, eta: np.ndarray | None, w: np.ndarray, t: np.ndarray, l: np.ndarray):  # noqa: E741
+def _derivs(
+    ties: str, d: np.ndarray, eta: np.ndarray | None, w: np.ndarray, t: np.ndarray, lo: np.ndarray
+):
     """Return (dl/dd, -d2l/dd2, dl/deta, -d2l/deta2, -d2l/dd deta) per pair and round."""
-    n = w + t + l
+    n = w + t + lo
     if ties == "half":
         p = expit(d)
         return (w + 0.5 * t) - n * p, n * p * (1.0 - p), None, None, None
@@ -173,7 +195,7 @@ def _derivs(ties: str, d: np.ndarray, eta: np.ndarray | None, w: np.ndarray, t: 
     half = 0.5 * d
     sh, ch = np.sinh(half), np.cosh(half)
     den = 2.0 * ch + nu
-    g_d = 0.5 * (w - l) - n * sh / den
+    g_d = 0.5 * (w - lo) - n * sh / den
     h_dd = n * (0.5 * ch / den - (sh / den) ** 2)
     g_e = (t - n * nu / den).sum(axis=1)
     h_ee = (n * (nu / den - (nu / den) ** 2)).sum(axis=1)
@@ -181,12 +203,14 @@ def _derivs(ties: str, d: np.ndarray, eta: np.ndarray | None, w: np.ndarray, t: 
     return g_d, h_dd, g_e, h_ee, h_de
 
 
-def _loglik(ties: str, d: np.ndarray, eta: np.ndarray | None, w, t, l) -> np.ndarray:  # noqa: E741
+def _loglik(ties: str, d: np.ndarray, eta: np.ndarray | None, w, t, lo) -> np.ndarray:
     if ties == "half":
-        return ((w + 0.5 * t) * -np.logaddexp(0, -d) + (l + 0.5 * t) * -np.logaddexp(0, d)).sum(axis=1)
+        return ((w + 0.5 * t) * -np.logaddexp(0, -d) + (lo + 0.5 * t) * -np.logaddexp(0, d)).sum(
+            axis=1
+        )
     nu = np.exp(eta)[:, None]
     log_den = np.log(2.0 * np.cosh(0.5 * d) + nu)
-    return (0.5 * (w - l) * d + t * np.log(nu) - (w + t + l) * log_den).sum(axis=1)
+    return (0.5 * (w - lo) * d + t * np.log(nu) - (w + t + lo) * log_den).sum(axis=1)
 
 
 @dataclass
@@ -208,13 +232,13 @@ class _Problem:
     def n_params(self) -> int:
         return self.n_models + (self.ties == "davidson")
 
-    def gradient_hessian(self, x: np.ndarray, w, t, l, hessian: bool = True):  # noqa: E741
+    def gradient_hessian(self, x: np.ndarray, w, t, lo, hessian: bool = True):
         """Return gradient [R, p] and negated Hessian + gauge term [R, p, p] (or None)."""
         m = self.n_models
         theta = x[:, :m]
         eta = x[:, m] if self.ties == "davidson" else None
         d = theta[:, self.i] - theta[:, self.j]
-        g_d, h_dd, g_e, h_ee, h_de = _derivs(self.ties, d, eta, w, t, l)
+        g_d, h_dd, g_e, h_ee, h_de = _derivs(self.ties, d, eta, w, t, lo)
         grad = np.empty_like(x)
         grad[:, :m] = g_d @ self.incidence - self.prior * theta
         if eta is not None:
@@ -238,23 +262,25 @@ class _Problem:
         return grad, a
 
 
-def _newton(problem: _Problem, x: np.ndarray, w, t, l, *, tol: float, max_iter: int):  # noqa: E741
+def _newton(problem: _Problem, x: np.ndarray, w, t, lo, *, tol: float, max_iter: int):
     """Damped Newton on a batch of rounds; return (x, converged mask, iterations)."""
     converged = np.zeros(len(x), dtype=bool)
     active = np.arange(len(x))
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007
         xa = x[active]
-        grad, a = problem.gradient_hessian(xa, w[active], t[active], l[active])
+        grad, a = problem.gradient_hessian(xa, w[active], t[active], lo[active])
         try:
             step = np.linalg.solve(a, grad[..., None])[..., 0]
         except np.linalg.LinAlgError:
             step = np.einsum("rpq,rq->rp", np.linalg.pinv(a), grad)
         # Halve steps that lower the likelihood (only far from the optimum does this happen).
-        f0 = problem_loglik(problem, xa, w[active], t[active], l[active])
+        f0 = problem_loglik(problem, xa, w[active], t[active], lo[active])
         scale = np.ones(len(active))
         for _ in range(30):
-            f1 = problem_loglik(problem, xa + scale[:, None] * step, w[active], t[active], l[active])
+            f1 = problem_loglik(
+                problem, xa + scale[:, None] * step, w[active], t[active], lo[active]
+            )
             bad = ~(f1 >= f0 - 1e-9 * np.abs(f0))
             if not bad.any():
                 break
@@ -268,21 +294,38 @@ def _newton(problem: _Problem, x: np.ndarray, w, t, l, *, tol: float, max_iter: 
     return x, converged, it
 
 
-def problem_loglik(problem: _Problem, x: np.ndarray, w, t, l) -> np.ndarray:  # noqa: E741
+def problem_loglik(problem: _Problem, x: np.ndarray, w, t, lo) -> np.ndarray:
     m = problem.n_models
     theta = x[:, :m]
     d = theta[:, problem.i] - theta[:, problem.j]
     eta = x[:, m] if problem.ties == "davidson" else None
-    return _loglik(problem.ties, d, eta, w, t, l) - 0.5 * problem.prior * (theta**2).sum(axis=1)
+    return _loglik(problem.ties, d, eta, w, t, lo) - 0.5 * problem.prior * (theta**2).sum(axis=1)
 
 
-def _chord(problem: _Problem, x0: np.ndarray, a_inv: np.ndarray, w, t, l, *, tol: float, max_iter: int):  # noqa: E741
+def _chord(
+    problem: _Problem, x0: np.ndarray, a_inv: np.ndarray, w, t, lo, *, tol: float, max_iter: int
+):
     """Newton steps with one fixed Hessian for all rounds; return (x, converged mask)."""
     x = np.repeat(x0[None, :], len(w), axis=0)
     converged = np.zeros(len(w), dtype=bool)
     active = np.arange(len(w))
+    if problem.ties == "half":
+        # Specialised: per-pair sums fixed up front, products in place (this loop is the bootstrap).
+        inc_t = np.ascontiguousarray(problem.incidence.T)
+        score, games = w + 0.5 * t, w + t + lo
     for _ in range(max_iter):
-        grad, _ = problem.gradient_hessian(x[active], w[active], t[active], l[active], hessian=False)
+        if problem.ties == "half":
+            p = x[active] @ inc_t
+            expit(p, out=p)
+            np.multiply(games[active], p, out=p)
+            np.subtract(score[active], p, out=p)
+            grad = p @ problem.incidence
+            if problem.prior:
+                grad -= problem.prior * x[active]
+        else:
+            grad, _ = problem.gradient_hessian(
+                x[active], w[active], t[active], lo[active], hessian=False
+            )
         step = grad @ a_inv
         x[active] += step
         size = np.max(np.abs(step), axis=1)
@@ -295,7 +338,12 @@ def _chord(problem: _Problem, x0: np.ndarray, a_inv: np.ndarray, w, t, l, *, tol
 
 
 def fit(
-    table: PairTable, *, ties: str = "half", prior: float = 0.0, tol: float = 1e-10, max_iter: int = 100
+    table: PairTable,
+    *,
+    ties: str = "half",
+    prior: float = 0.0,
+    tol: float = 1e-10,
+    max_iter: int = 100,
 ) -> tuple[np.ndarray, float | None]:
     """Return (strengths on the natural scale, mean 0; Davidson tie parameter nu or None).
 
@@ -312,11 +360,13 @@ def fit(
     if prior == 0:
         check_identifiable(table)
     if ties == "davidson" and (table.ties.sum() == 0 or (table.wins_i + table.wins_j).sum() == 0):
-        raise ValueError("the Davidson tie model needs both ties and decisive battles; use ties='half'")
+        raise ValueError(
+            "the Davidson tie model needs both ties and decisive battles; use ties='half'"
+        )
     problem = _Problem(ties, table.i, table.j, table.n_models, prior)
     x = np.zeros((1, problem.n_params))
-    w, t, l = (v[None, :] for v in (table.wins_i, table.ties, table.wins_j))  # noqa: E741
-    x, converged, _ = _newton(problem, x, w, t, l, tol=tol, max_iter=max_iter)
+    w, t, lo = (v[None, :] for v in (table.wins_i, table.ties, table.wins_j))
+    x, converged, _ = _newton(problem, x, w, t, lo, tol=tol, max_iter=max_iter)
     if not converged[0]:
         raise RuntimeError(f"Bradley–Terry fit did not converge in {max_iter} Newton steps")
     theta = x[0, : table.n_models]
@@ -352,7 +402,10 @@ def poisson_counts(table: PairTable, rounds: int, rng: np.random.Generator):
     fit depends only on the counts' proportions, so this matches resampling the judgments
     with replacement (a multinomial redraw) up to the spread of the total, 1/sqrt(N).
     """
-    return tuple(rng.poisson(c, size=(rounds, len(c))).astype(float) for c in (table.wins_i, table.ties, table.wins_j))
+    return tuple(
+        rng.poisson(c, size=(rounds, len(c))).astype(float)
+        for c in (table.wins_i, table.ties, table.wins_j)
+    )
 
 
 @dataclass(frozen=True)
@@ -402,7 +455,8 @@ def bootstrap_fit(
     prior: float = 0.0,
     start: tuple[np.ndarray, float | None] | None = None,
     tol: float = 1e-10,
-    chunk: int = 250,
+    chunk: int = 125,
+    threads: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (strengths [rounds, models] centred, converged mask) for bootstrap cell counts."""
     theta0, nu0 = start if start is not None else fit(table, ties=ties, prior=prior)
@@ -415,20 +469,33 @@ def bootstrap_fit(
     rounds = len(w_all)
     out = np.empty((rounds, problem.n_params))
     ok = np.empty(rounds, dtype=bool)
-    for s in range(0, rounds, chunk):
+    total0 = w0.sum() + t0.sum() + l0.sum()
+
+    def run(s: int) -> None:
         sl = slice(s, s + chunk)
-        w, t, l = w_all[sl], t_all[sl], l_all[sl]  # noqa: E741
-        # The fixed Hessian is the full-data one; each round has (about) the same total count.
-        # (Scaling a round's counts leaves its maximum-likelihood fit unchanged; not so with a prior.)
-        scale = (w0.sum() + t0.sum() + l0.sum()) / np.maximum((w + t + l).sum(axis=1), 1.0)
-        if prior:
-            scale = np.ones(len(w))
-        x, conv = _chord(problem, x0, a_inv, w * scale[:, None], t * scale[:, None], l * scale[:, None], tol=tol, max_iter=30)
+        w, t, lo = w_all[sl], t_all[sl], l_all[sl]
+        # The fixed Hessian is the full-data one. Scaling a round's counts to the full-data
+        # total leaves its maximum-likelihood fit unchanged (not so with a prior).
+        scale = total0 / np.maximum((w + t + lo).sum(axis=1), 1.0) if not prior else np.ones(len(w))
+        ws, ts, ls = (v * scale[:, None] for v in (w, t, lo))
+        x, conv = _chord(problem, x0, a_inv, ws, ts, ls, tol=tol, max_iter=30)
         if not conv.all():
             bad = np.flatnonzero(~conv)
-            xb, cb, _ = _newton(problem, np.repeat(x0[None, :], len(bad), 0), w[bad], t[bad], l[bad], tol=tol, max_iter=100)
+            xb, cb, _ = _newton(
+                problem,
+                np.repeat(x0[None, :], len(bad), 0),
+                w[bad],
+                t[bad],
+                lo[bad],
+                tol=tol,
+                max_iter=100,
+            )
             x[bad], conv[bad] = xb, cb
         out[sl], ok[sl] = x, conv
+
+    # numpy releases the GIL in its array loops, so chunks on two threads use two cores.
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(run, range(0, rounds, chunk)))
     theta = out[:, : table.n_models]
     return theta - theta.mean(axis=1, keepdims=True), ok
 
@@ -452,9 +519,20 @@ def leaderboard(
     elo = to_elo(theta, table.models, scale=scale, base=base, init=init, anchor=anchor)
     games = table.games_per_model()
     if rounds <= 0:
-        return Leaderboard(table.models, elo, elo.copy(), elo.copy(), 1 + (elo[None, :] > elo[:, None]).sum(1), games, ties, nu)
+        return Leaderboard(
+            table.models,
+            elo,
+            elo.copy(),
+            elo.copy(),
+            1 + (elo[None, :] > elo[:, None]).sum(1),
+            games,
+            ties,
+            nu,
+        )
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    boot, ok = bootstrap_fit(table, poisson_counts(table, rounds, rng), ties=ties, prior=prior, start=(theta, nu))
+    boot, ok = bootstrap_fit(
+        table, poisson_counts(table, rounds, rng), ties=ties, prior=prior, start=(theta, nu)
+    )
     boot_elo = to_elo(boot[ok], table.models, scale=scale, base=base, init=init, anchor=anchor)
     alpha = (1 - confidence) / 2
     lower, upper = np.quantile(boot_elo, [alpha, 1 - alpha], axis=0)

@@ -27,7 +27,9 @@ _EPS = 1e-10  # the same floor crowd-kit's DawidSkene puts under probabilities
 
 def _vote_counts(enc: EncodedJudgments, weights: np.ndarray | None = None) -> np.ndarray:
     w = np.ones(len(enc.label)) if weights is None else weights[enc.annotator]
-    flat = np.bincount(enc.item * N_CLASSES + enc.label, weights=w, minlength=enc.n_items * N_CLASSES)
+    flat = np.bincount(
+        enc.item * N_CLASSES + enc.label, weights=w, minlength=enc.n_items * N_CLASSES
+    )
     return flat.reshape(enc.n_items, N_CLASSES)
 
 
@@ -51,7 +53,8 @@ def _items(enc: EncodedJudgments, probas: np.ndarray, decided: np.ndarray) -> li
                 response_a_id=enc.pairs[i][0],
                 response_b_id=enc.pairs[i][1],
                 outcome=CLASS_OUTCOMES[decided[i]],
-                confidence=float(p[decided[i]]),
+                # A forced tie (A and B drawn at the top) reports the drawn share.
+                confidence=float(max(p[decided[i]], p.max() if decided[i] == CLASS_TIE else 0.0)),
                 probabilities=(float(p[0]), float(p[1]), float(p[2])),
                 n_judgments=int(n[i]),
             )
@@ -59,7 +62,9 @@ def _items(enc: EncodedJudgments, probas: np.ndarray, decided: np.ndarray) -> li
     return out
 
 
-def _as_encoded(judgments: Sequence[PairwiseJudgment] | EncodedJudgments, both_bad: str) -> EncodedJudgments:
+def _as_encoded(
+    judgments: Sequence[PairwiseJudgment] | EncodedJudgments, both_bad: str
+) -> EncodedJudgments:
     if isinstance(judgments, EncodedJudgments):
         return judgments
     return encode(judgments, both_bad=both_bad)
@@ -68,7 +73,11 @@ def _as_encoded(judgments: Sequence[PairwiseJudgment] | EncodedJudgments, both_b
 def _gold_stats(enc: EncodedJudgments) -> tuple[np.ndarray, np.ndarray]:
     gold = enc.gold[enc.item]
     on_gold = gold >= 0
-    correct = np.bincount(enc.annotator[on_gold], weights=(enc.label[on_gold] == gold[on_gold]).astype(float), minlength=enc.n_annotators)
+    correct = np.bincount(
+        enc.annotator[on_gold],
+        weights=(enc.label[on_gold] == gold[on_gold]).astype(float),
+        minlength=enc.n_annotators,
+    )
     total = np.bincount(enc.annotator[on_gold], minlength=enc.n_annotators)
     return correct, total
 
@@ -85,10 +94,14 @@ def majority_vote(
     n = np.bincount(enc.annotator, minlength=enc.n_annotators)
     acc = np.bincount(enc.annotator, weights=agree, minlength=enc.n_annotators) / np.maximum(n, 1)
     annotators = {
-        a: AnnotatorReliability(annotator_id=a, accuracy=float(acc[k]), weight=1.0, n_judgments=int(n[k]))
+        a: AnnotatorReliability(
+            annotator_id=a, accuracy=float(acc[k]), weight=1.0, n_judgments=int(n[k])
+        )
         for k, a in enumerate(enc.annotator_ids)
     }
-    return ConsensusResult(method="majority", items=_items(enc, probas, decided), annotators=annotators)
+    return ConsensusResult(
+        method="majority", items=_items(enc, probas, decided), annotators=annotators
+    )
 
 
 def _ds_m_step(enc: EncodedJudgments, probas: np.ndarray) -> np.ndarray:
@@ -114,7 +127,9 @@ def _ds_e_step(enc: EncodedJudgments, priors: np.ndarray, errors: np.ndarray) ->
     return p / p.sum(axis=1, keepdims=True)
 
 
-def _ds_elbo(enc: EncodedJudgments, probas: np.ndarray, priors: np.ndarray, errors: np.ndarray) -> float:
+def _ds_elbo(
+    enc: EncodedJudgments, probas: np.ndarray, priors: np.ndarray, errors: np.ndarray
+) -> float:
     # crowd-kit's evidence lower bound, prior counted once per judgment, per judgment.
     log_e = np.log(np.where(errors > 0, errors, 1.0))[enc.annotator, enc.label]
     joint = (probas[enc.item] * (log_e + np.log(np.maximum(priors, _EPS)))).sum()
@@ -182,7 +197,10 @@ def dawid_skene(
         for k, a in enumerate(enc.annotator_ids)
     }
     return ConsensusResult(
-        method="dawid_skene", items=_items(enc, probas, decided), annotators=annotators, iterations=iterations
+        method="dawid_skene",
+        items=_items(enc, probas, decided),
+        annotators=annotators,
+        iterations=iterations,
     )
 
 
@@ -208,39 +226,42 @@ def reliability_weighted(
     of the other classes at random) the Bayes-optimal vote weight is log((K-1) p / (1-p)) and
     the item posterior is the softmax of the weighted votes. Each annotator's p starts from
     gold accuracy (Beta prior `prior_accuracy`, `prior_strength` pseudo-answers) and is then
-    re-estimated from agreement with the *leave-one-out* consensus of the other annotators on
-    non-gold items — including their own vote would reward every annotator for agreeing with
-    themselves. Annotators at or below chance (spammers) get weight 0.
+    re-estimated by EM (one-coin Dawid–Skene): gold answers count as known-right or
+    known-wrong, other answers by the posterior probability that they are right; class priors
+    (A / B / tie) are re-estimated the same way. Annotators at or below chance (spammers) get
+    weight 0, so an item only spammers saw falls back on the class priors.
     """
     enc = _as_encoded(judgments, both_bad)
     if len(enc.label) == 0:
         return ConsensusResult(method="reliability_weighted", items=[])
     if not 1 / N_CLASSES < prior_accuracy < 1:
         raise ValueError(f"prior_accuracy={prior_accuracy} must be between 1/{N_CLASSES} and 1")
-    gold_correct, gold_total = _gold_stats(enc) if use_gold else (np.zeros(enc.n_annotators), np.zeros(enc.n_annotators))
+    gold_correct, gold_total = (
+        _gold_stats(enc) if use_gold else (np.zeros(enc.n_annotators), np.zeros(enc.n_annotators))
+    )
     a0, b0 = prior_accuracy * prior_strength, (1 - prior_accuracy) * prior_strength
     open_rows = enc.gold[enc.item] < 0 if use_gold else np.ones(len(enc.label), dtype=bool)
     n_open = np.bincount(enc.annotator[open_rows], minlength=enc.n_annotators)
     agree = np.zeros(enc.n_annotators)
     weights = np.zeros(enc.n_annotators)
+    log_prior = np.zeros(N_CLASSES)
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - reported after the loop
         p = (gold_correct + agree + a0) / (gold_total + (n_open if iterations > 1 else 0) + a0 + b0)
         new_weights = _log_odds(p)
-        scores = _vote_counts(enc, new_weights)
-        # Leave-one-out posterior of each judgment's item without that judgment's own vote.
-        loo = scores[enc.item].copy()
-        loo[np.arange(len(enc.label)), enc.label] -= new_weights[enc.annotator]
-        loo -= loo.max(axis=1, keepdims=True)
-        post = np.exp(loo)
+        scores = _vote_counts(enc, new_weights) + log_prior
+        # E-step of the one-coin model: the posterior of each item given every vote.
+        post = np.exp(scores - scores.max(axis=1, keepdims=True))
         post /= post.sum(axis=1, keepdims=True)
-        hit = post[np.arange(len(enc.label)), enc.label] * open_rows
+        hit = post[enc.item, enc.label] * open_rows
+        # Class priors matter where the votes say little (an item seen only by spammers).
+        log_prior = np.log(np.maximum(post.mean(axis=0), _EPS))
         agree = np.bincount(enc.annotator, weights=hit, minlength=enc.n_annotators)
         done = np.max(np.abs(new_weights - weights)) < tol
         weights = new_weights
         if done:
             break
-    scores = _vote_counts(enc, weights)
+    scores = _vote_counts(enc, weights) + log_prior
     probas = np.exp(scores - scores.max(axis=1, keepdims=True))
     probas /= probas.sum(axis=1, keepdims=True)
     if use_gold:
@@ -261,5 +282,8 @@ def reliability_weighted(
         for k, a in enumerate(enc.annotator_ids)
     }
     return ConsensusResult(
-        method="reliability_weighted", items=_items(enc, probas, decided), annotators=annotators, iterations=iterations
+        method="reliability_weighted",
+        items=_items(enc, probas, decided),
+        annotators=annotators,
+        iterations=iterations,
     )

@@ -28,13 +28,24 @@ class PositionBias:
     ci_high: float
 
 
-def _bias(annotator_id: Hashable | None, first: int, decisive: int, ties: int, confidence: float) -> PositionBias:
+def _bias(
+    annotator_id: Hashable | None, first: int, decisive: int, ties: int, confidence: float
+) -> PositionBias:
     if decisive == 0:
         nan = float("nan")
         return PositionBias(annotator_id, 0, 0, ties, nan, 1.0, nan, nan)
     test = binomtest(first, decisive, 0.5)
     ci = test.proportion_ci(confidence_level=confidence, method="wilson")
-    return PositionBias(annotator_id, decisive, first, ties, first / decisive, float(test.pvalue), float(ci.low), float(ci.high))
+    return PositionBias(
+        annotator_id,
+        decisive,
+        first,
+        ties,
+        first / decisive,
+        float(test.pvalue),
+        float(ci.low),
+        float(ci.high),
+    )
 
 
 def position_bias(

@@ -1,0 +1,1 @@
+"""Plain unit tests: the aggregation package needs no database."""
