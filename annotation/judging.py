@@ -33,13 +33,16 @@ class PairwiseOptions:
 
 
 @dataclass(frozen=True)
-class PairwiseAnswer:
+class Answer:
+    """A judgment's cleaned answer, stored against response ids."""
+
     outcome: str
     preferred_response_id: int | None
     strength: int | None
     rationale: str
     edited_response: str
     time_taken_ms: int | None
+    answer: dict[str, Any]
 
 
 def _int_or_none(value: Any, field: str) -> int | None:
@@ -52,7 +55,7 @@ def _int_or_none(value: Any, field: str) -> int | None:
 
 def validate_pairwise_answer(
     payload: dict[str, Any], *, options: PairwiseOptions, response_ids: Sequence[int]
-) -> PairwiseAnswer:
+) -> Answer:
     """Return the cleaned answer, or raise AnswerError naming the field and the fix."""
     outcome = payload.get("outcome")
     if outcome not in OUTCOMES:
@@ -86,13 +89,14 @@ def validate_pairwise_answer(
     if edited and outcome != "preferred":
         raise AnswerError("edited_response", "an edit rewrites the preferred response; choose one first")
 
-    return PairwiseAnswer(
+    return Answer(
         outcome=outcome,
         preferred_response_id=preferred if outcome == "preferred" else None,
         strength=strength if outcome == "preferred" else None,
         rationale=rationale,
         edited_response=edited,
         time_taken_ms=time_taken,
+        answer={},
     )
 
 
@@ -179,19 +183,6 @@ def validate_criteria(kind: str, criteria: Any) -> list[Criterion]:
                 raise CriteriaError(f"{where}.scale.labels: {key!r} is not a point of the {low}–{high} scale")
         out.append(Criterion(name, label, description, low, high, {str(k): v for k, v in labels.items()}))
     return out
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A judgment's cleaned answer, stored against response ids."""
-
-    outcome: str
-    preferred_response_id: int | None
-    strength: int | None
-    rationale: str
-    edited_response: str
-    time_taken_ms: int | None
-    answer: dict[str, Any]
 
 
 def _common(payload: dict[str, Any], options: PairwiseOptions) -> tuple[str, str, int | None, list[str]]:
