@@ -33,6 +33,7 @@ run: install frontend
 
 test: install frontend
 	./scripts/ensure-services.sh
+	cd frontend && npm test
 	$(MAKE) test-sqlite
 	$(MAKE) test-postgres
 

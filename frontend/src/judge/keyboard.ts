@@ -9,6 +9,10 @@ export interface Shortcut {
   run: () => void;
   /** Return false to let the key fall through (e.g. option disabled). */
   enabled?: () => boolean;
+  /** Only with Alt held (e.g. Alt+ArrowUp); other shortcuts never fire with Alt. */
+  alt?: boolean;
+  /** Left out of the shortcut legend (an alias listed under another entry). */
+  hidden?: boolean;
 }
 
 export interface KeyboardOptions {
@@ -62,17 +66,20 @@ export function installShortcuts(options: KeyboardOptions): () => void {
       return;
     }
 
-    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.ctrlKey || event.metaKey) return;
+    const alt = event.altKey;
 
-    if (event.key === 'Escape') {
+    if (event.key === 'Escape' && !alt) {
       options.onEscape?.();
       return;
     }
     if ((event.key === 'Enter' || event.key === ' ') && isActivatable(target)) return;
 
     const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
-    const shortcut = options.shortcuts.find((s) => s.key.toLowerCase() === key.toLowerCase());
-    if (!shortcut || (shortcut.enabled && !shortcut.enabled())) return;
+    const shortcut = options.shortcuts.find(
+      (s) => Boolean(s.alt) === alt && s.key.toLowerCase() === key.toLowerCase() && (!s.enabled || s.enabled()),
+    );
+    if (!shortcut) return;
     if (event.repeat && key === 'Enter') return;
     event.preventDefault();
     shortcut.run();

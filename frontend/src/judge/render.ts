@@ -42,7 +42,20 @@ export function positionLetter(index: number): string {
   return String.fromCharCode(65 + index);
 }
 
-export function renderResponse(response: CandidateResponse, index: number): HTMLElement {
+export function responseLabel(index: number): string {
+  return `Response ${positionLetter(index)}`;
+}
+
+/** The scrollable text of a response (markdown), focusable so long replies scroll by keyboard. */
+export function responseBody(response: CandidateResponse, index: number): HTMLElement {
+  return h(
+    'div',
+    { className: 'response-body', role: 'region', tabindex: 0, 'aria-label': `${responseLabel(index)} text` },
+    markdownElement(response.content),
+  );
+}
+
+export function renderResponse(response: CandidateResponse, index: number, ...extra: (Node | null)[]): HTMLElement {
   const letter = positionLetter(index);
   const headingId = `response-${letter.toLowerCase()}-heading`;
   return h(
@@ -59,7 +72,8 @@ export function renderResponse(response: CandidateResponse, index: number): HTML
       h('span', { className: 'response-letter', 'aria-hidden': 'true' }, letter),
       `Response ${letter}`,
     ),
-    markdownElement(response.content),
+    responseBody(response, index),
+    ...extra,
   );
 }
 

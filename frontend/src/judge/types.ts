@@ -1,13 +1,36 @@
+export type Kind = 'pairwise' | 'ranking' | 'rating';
+
 export interface JudgeOptions {
   allowTies: boolean;
   allowBothBad: boolean;
   strength: boolean;
   requireRationale: boolean;
+  allowEditing: boolean;
+}
+
+export interface Scale {
+  min: number;
+  max: number;
+  /** Scale point (as a string) -> label, e.g. {"1": "Poor", "5": "Excellent"}. */
+  labels: Record<string, string>;
+}
+
+export interface Criterion {
+  name: string;
+  label: string;
+  description: string;
+  scale: Scale;
+}
+
+export interface FlagReason {
+  value: string;
+  label: string;
 }
 
 export interface JudgeConfig {
   campaignId: number;
   campaignName: string;
+  kind: Kind;
   nextUrl: string;
   submitUrlTemplate: string;
   skipUrlTemplate: string;
@@ -16,6 +39,9 @@ export interface JudgeConfig {
   csrfToken: string;
   instructions: string;
   options: JudgeOptions;
+  criteria: Criterion[];
+  /** Absent on servers that predate flags: then no flag checkboxes are shown or sent. */
+  flagReasons: FlagReason[] | null;
 }
 
 export type Role = 'user' | 'assistant' | 'system';
@@ -30,16 +56,17 @@ export interface CandidateResponse {
   content: string;
 }
 
-export interface PairItem {
+export interface Item {
   id: number;
   messages: ChatMessage[];
-  responses: [CandidateResponse, CandidateResponse];
+  /** 2 (pairwise), 2–9 (ranking) or 1–9 (rating), in display order. */
+  responses: CandidateResponse[];
 }
 
 export interface Assignment {
   id: number;
   expires_at: string;
-  item: PairItem;
+  item: Item;
 }
 
 export interface Progress {
@@ -55,10 +82,27 @@ export interface NextResponse {
 export type Outcome = 'preferred' | 'tie' | 'both_bad';
 export type Strength = 1 | 2 | 3;
 
-export interface PairwiseSubmission {
+/** Fields every kind sends. */
+export interface CommonSubmission {
+  rationale: string;
+  time_taken_ms: number;
+  flags?: string[];
+  edited_response?: string;
+}
+
+export interface PairwiseSubmission extends CommonSubmission {
   outcome: Outcome;
   preferred_response_id: number | null;
   strength: Strength | null;
-  rationale: string;
-  time_taken_ms: number;
+  criteria?: Record<string, number | 'tie'>;
+}
+
+export interface RankingSubmission extends CommonSubmission {
+  outcome: 'ranked';
+  ranking: number[][];
+}
+
+export interface RatingSubmission extends CommonSubmission {
+  outcome: 'rated';
+  ratings: Record<string, Record<string, number>>;
 }
