@@ -17,6 +17,17 @@ urlpatterns = [
     path("assignments/<int:assignment_id>/submit/", api.JudgmentSubmitApi.as_view(), name="judgment_submit"),
     path("assignments/<int:assignment_id>/skip/", api.AssignmentSkipApi.as_view(), name="assignment_skip"),
     path("assignments/<int:assignment_id>/heartbeat/", api.AssignmentHeartbeatApi.as_view(), name="assignment_heartbeat"),
+    path("campaigns/<int:campaign_id>/datasets/", api.DatasetListApi.as_view(), name="dataset_list"),
+    path("campaigns/<int:campaign_id>/datasets/create/", api.DatasetCreateApi.as_view(), name="dataset_create"),
+    path(
+        "campaigns/<int:campaign_id>/judgments/export/",
+        api.CampaignJudgmentsExportApi.as_view(),
+        name="campaign_judgments_export",
+    ),
+    path("datasets/<int:dataset_id>/", api.DatasetDetailApi.as_view(), name="dataset_detail"),
+    path("datasets/<int:dataset_id>/leaderboard/", api.DatasetLeaderboardApi.as_view(), name="dataset_leaderboard"),
+    path("datasets/<int:dataset_id>/card/", api.DatasetCardApi.as_view(), name="dataset_card"),
+    path("datasets/<int:dataset_id>/export/<slug:kind>/", api.DatasetExportApi.as_view(), name="dataset_export"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

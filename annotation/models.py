@@ -310,3 +310,108 @@ class Judgment(models.Model):
 
     def __str__(self) -> str:
         return f"judgment {self.pk} on item {self.item_id}"
+
+
+class Dataset(models.Model):
+    """An immutable, versioned snapshot of a campaign's aggregated comparisons.
+
+    Written once by `annotation.services.datasets`: created `building`, then filled by the build
+    task and marked `ready` (or `failed` with the error). There is no update or delete path.
+    """
+
+    class Method(models.TextChoices):
+        MAJORITY = "majority", "Majority vote"
+        DAWID_SKENE = "dawid_skene", "Dawid–Skene"
+        RELIABILITY_WEIGHTED = "reliability_weighted", "Reliability-weighted vote"
+
+    class Status(models.TextChoices):
+        BUILDING = "building", "Building"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="datasets")
+    version = models.PositiveIntegerField(help_text="1, 2, ... per campaign.")
+    method = models.CharField(max_length=32, choices=Method.choices)
+    params = models.JSONField(default=dict, blank=True, help_text="The aggregation parameters used.")
+    campaign_version = models.PositiveIntegerField(help_text="The campaign's version when the snapshot was taken.")
+    last_judgment_id = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Newest judgment the snapshot read: judgments after it are not in it."
+    )
+    content_hash = models.CharField(max_length=64, blank=True, help_text="sha256 of the canonical rows.")
+    item_count = models.PositiveIntegerField(default=0)
+    comparison_count = models.PositiveIntegerField(default=0)
+    judgment_count = models.PositiveIntegerField(default=0, help_text="Judgments on regular items that were used.")
+    annotator_count = models.PositiveIntegerField(default=0)
+    stats = models.JSONField(default=dict, blank=True, help_text="Agreement, position bias, reliability, confidence.")
+    leaderboard = models.JSONField(default=dict, blank=True, help_text="Bradley–Terry scores with 95% intervals.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.BUILDING)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="datasets_created")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["campaign", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "version"], name="dataset_version_unique"),
+            models.CheckConstraint(condition=Q(version__gte=1), name="dataset_version_positive"),
+            models.CheckConstraint(
+                condition=Q(method__in=["majority", "dawid_skene", "reliability_weighted"]), name="dataset_method_valid"
+            ),
+            models.CheckConstraint(condition=Q(status__in=["building", "ready", "failed"]), name="dataset_status_valid"),
+            models.CheckConstraint(
+                condition=~Q(status="ready") | ~Q(content_hash=""), name="dataset_ready_has_hash"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign} v{self.version} ({self.method})"
+
+
+class DatasetComparison(models.Model):
+    """One aggregated comparison of a dataset: a prompt with a chosen and a rejected response.
+
+    Prompt and response texts are snapshots, so exports stream these rows and never recompute.
+    `outcome` is `tie` when the consensus preferred neither; chosen/rejected then keep the
+    item's response order and the margin is 0.
+    """
+
+    class Outcome(models.TextChoices):
+        CHOSEN = "chosen", "Chosen preferred"
+        TIE = "tie", "Tie"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="comparisons")
+    position = models.PositiveIntegerField(help_text="Row order in the dataset (and in every export).")
+    item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="+")
+    prompt = models.JSONField(help_text="The conversation: a list of {role, content}.")
+    chosen_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    chosen_text = models.TextField(blank=True)
+    chosen_model = models.CharField(max_length=200, blank=True)
+    rejected_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    rejected_text = models.TextField(blank=True)
+    rejected_model = models.CharField(max_length=200, blank=True)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    margin = models.FloatField()
+    confidence = models.FloatField()
+    n_judgments = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["dataset", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "position"], name="dataset_comparison_position_unique"),
+            models.UniqueConstraint(
+                fields=["dataset", "item", "chosen_response", "rejected_response"], name="dataset_comparison_pair_unique"
+            ),
+            models.CheckConstraint(condition=Q(outcome__in=["chosen", "tie"]), name="dataset_comparison_outcome_valid"),
+            models.CheckConstraint(
+                condition=~Q(chosen_response=F("rejected_response")), name="dataset_comparison_two_responses"
+            ),
+            models.CheckConstraint(condition=Q(n_judgments__gte=1), name="dataset_comparison_judged"),
+            models.CheckConstraint(condition=Q(margin__gte=0), name="dataset_comparison_margin_nonnegative"),
+            models.CheckConstraint(
+                condition=Q(confidence__gte=0.0, confidence__lte=1.0), name="dataset_comparison_confidence_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"dataset {self.dataset_id} row {self.position}"

@@ -10,6 +10,7 @@ from annotation.models import (
     Assignment,
     Campaign,
     CampaignCounter,
+    Dataset,
     Judgment,
     Membership,
     Role,
@@ -164,3 +165,27 @@ def judging_progress(*, campaign_id: int, user: User) -> dict[str, int]:
 def annotator_judgment_count(*, campaign: Campaign, user: User) -> int:
     """Return how many judgments the user has made in the campaign (current ones only)."""
     return Judgment.objects.filter(campaign=campaign, annotator_id=user.pk, supersedes__isnull=True).count()
+
+
+def dataset_get_for_user(
+    *, user: User, dataset_id: int, roles: Iterable[str] = (Role.MANAGER, Role.RESEARCHER)
+) -> Dataset:
+    """Return the dataset (with its campaign) if the user has one of `roles` in its campaign.
+
+    As for campaigns: a non-member gets "not found", a member with another role "forbidden".
+    """
+    dataset = None
+    if isinstance(dataset_id, int) and user.is_authenticated:
+        dataset = Dataset.objects.select_related("campaign").filter(pk=dataset_id).first()
+    if dataset is None:
+        raise NotFoundError("Dataset not found.", extra={"dataset_id": dataset_id})
+    try:
+        campaign_get_for_user(user=user, campaign_id=dataset.campaign_id, roles=roles)
+    except NotFoundError:
+        raise NotFoundError("Dataset not found.", extra={"dataset_id": dataset_id}) from None
+    return dataset
+
+
+def dataset_list_for_campaign(*, campaign: Campaign) -> QuerySet[Dataset]:
+    """Return the campaign's datasets, newest version first (the caller has authorized the campaign)."""
+    return Dataset.objects.filter(campaign=campaign).select_related("created_by").order_by("-version")

@@ -12,3 +12,11 @@ def expire_leases() -> int:
         while expired := leases_expire(campaign_id=campaign_id):
             total += expired
     return total
+
+
+@shared_task(name="annotation.build_dataset")
+def build_dataset(dataset_id: int) -> str:
+    """Build the dataset's snapshot (see `dataset_build`); return its final status."""
+    from annotation.services.datasets import dataset_build
+
+    return dataset_build(dataset_id=dataset_id).status

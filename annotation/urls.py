@@ -9,4 +9,6 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/status/", views.campaign_status, name="campaign_status"),
     path("campaigns/<int:campaign_id>/import/", views.campaign_import, name="campaign_import"),
     path("campaigns/<int:campaign_id>/judge/", views.campaign_judge, name="campaign_judge"),
+    path("campaigns/<int:campaign_id>/datasets/", views.campaign_datasets, name="campaign_datasets"),
+    path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset_detail"),
 ]

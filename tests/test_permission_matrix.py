@@ -171,6 +171,21 @@ def _import_file() -> io.BytesIO:
     return f
 
 
+def _dataset_kwargs(w: World, **extra) -> dict:
+    """A ready dataset of campaign A, built from judgments annotator2 makes through the services."""
+    from annotation.services.datasets import dataset_build, dataset_create
+
+    annotator2 = get_user_model().objects.get(username="ann2")
+    while (a := assignment_lease_next(campaign_id=w.campaign.pk, annotator=annotator2)) is not None:
+        judgment_submit(assignment_id=a.pk, annotator=annotator2,
+                        answer={"outcome": "preferred", "preferred_response_id": a.display_order[0], "strength": 2})
+    dataset = dataset_create(campaign=w.campaign, method="majority", params={"bootstrap_rounds": 20},
+                             created_by=w.users["manager"])
+    dataset = dataset_build(dataset_id=dataset.pk)
+    assert dataset.status == "ready", dataset.error
+    return {"dataset_id": dataset.pk, **extra}
+
+
 def _check_campaign_a_listed(response, w: World, role: str) -> None:
     ids = {c["id"] for c in response.json()}
     should_see = role in MEMBERS_OF_A or role == "superuser"
@@ -268,6 +283,40 @@ RULES: dict[str, list[Rule]] = {
     "api:assignment_heartbeat": [
         Rule("POST", cells(ANON_API, 200, 404, 404, 404, 404, 404), kwargs=_assignment_kwargs, body=lambda w, r: {}),
     ],
+    # -- Datasets (researcher API): managers and researchers of the campaign read, its managers create --
+    "campaign_datasets": [
+        Rule("GET", cells(LOGIN, 403, 404, 200, 200, 404, 200), kwargs=_campaign_kwargs),
+        Rule("POST", cells(LOGIN, 403, 404, 403, RedirectTo("campaign_datasets"), 404, RedirectTo("campaign_datasets")),
+             kwargs=_campaign_kwargs, body=lambda w, r: {"method": "majority"},
+             note="researchers see the list but never write"),
+    ],
+    "dataset_detail": [
+        Rule("GET", cells(LOGIN, 403, 404, 200, 200, 404, 200), kwargs=_dataset_kwargs),
+    ],
+    "api:dataset_list": [
+        Rule("GET", cells(ANON_API, 403, 404, 200, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
+    "api:dataset_create": [
+        Rule("POST", cells(ANON_API, 403, 403, 403, 201, 404, 201), kwargs=_campaign_kwargs,
+             body=lambda w, r: {"method": "majority"},
+             note="IsManager denies non-managers (403) before the campaign lookup"),
+    ],
+    "api:dataset_detail": [
+        Rule("GET", cells(ANON_API, 403, 404, 200, 200, 404, 200), kwargs=_dataset_kwargs),
+    ],
+    "api:dataset_leaderboard": [
+        Rule("GET", cells(ANON_API, 403, 404, 200, 200, 404, 200), kwargs=_dataset_kwargs),
+    ],
+    "api:dataset_card": [
+        Rule("GET", cells(ANON_API, 403, 404, 200, 200, 404, 200), kwargs=_dataset_kwargs),
+    ],
+    "api:dataset_export": [
+        Rule("GET", cells(ANON_API, 403, 404, 200, 200, 404, 200),
+             kwargs=lambda w: _dataset_kwargs(w, kind="preference")),
+    ],
+    "api:campaign_judgments_export": [
+        Rule("GET", cells(ANON_API, 403, 404, 200, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
     "api:schema": [
         Rule("GET", cells(ANON_API, 200, 200, 200, 200, 200, 200), note="SERVE_PERMISSIONS: IsAuthenticated"),
     ],
@@ -320,7 +369,7 @@ def _assert_cell(response, expect: Expect, w: World, label: str) -> None:
         target = reverse(expect.name, kwargs=_campaign_kwargs(w) if expect.campaign_kwarg else None)
         assert got == 302 and location == target, f"{label}: expected 302 to {target}, got {got} {location!r}"
     else:
-        body = response.content[:300].decode(errors="replace")
+        body = (b"<streamed>" if response.streaming else response.content[:300]).decode(errors="replace")
         assert got == expect, f"{label}: expected {expect}, got {got}: {body}"
 
 
