@@ -153,7 +153,7 @@ REST_FRAMEWORK = {
     ],
     # Deny by default: every view states its own permission classes.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "annotation.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "annotation.errors.api_exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
@@ -168,6 +168,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "ENUM_NAME_OVERRIDES": {
+        "CampaignStatusEnum": "annotation.models.Campaign.Status",
+        "CampaignKindEnum": "annotation.models.Campaign.Kind",
+        "DatasetStatusEnum": "annotation.models.Dataset.Status",
+    },
 }
 
 # --- Channels and Celery ----------------------------------------------------------------------
