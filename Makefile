@@ -11,7 +11,7 @@ FRONTEND_SRC := $(shell find frontend/src -type f 2>/dev/null) frontend/vite.con
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,training]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -23,6 +23,10 @@ def _bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+# No network at run time beyond the configured services: models load from local paths only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
 DEBUG = _bool("ARBITER_DEBUG", False)
 SECRET_KEY = os.environ.get("ARBITER_SECRET_KEY", "")
 if not SECRET_KEY:
