@@ -57,15 +57,22 @@ class PairTable:
 def _codes(
     values: Sequence[Hashable] | np.ndarray, index: dict[Hashable, int], grow: bool
 ) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.dtype.kind in "iu" and not index:
-        return arr.astype(np.intp)
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind in "iu" and not index:
+            return values.astype(np.intp)
+        seq = values.tolist()
+    else:
+        # A list of names stays a list: turning a million strings into a numpy string array
+        # and back costs more than coding them.
+        seq = values if isinstance(values, list) else list(values)
+        if not index and seq and all(isinstance(v, int | np.integer) for v in seq[:1]):
+            arr = np.asarray(seq)
+            if arr.dtype.kind in "iu":
+                return arr.astype(np.intp)
     if grow:
-        return np.fromiter(
-            (index.setdefault(v, len(index)) for v in arr.tolist()), np.intp, len(arr)
-        )
+        return np.fromiter((index.setdefault(v, len(index)) for v in seq), np.intp, len(seq))
     try:
-        return np.fromiter((index[v] for v in arr.tolist()), np.intp, len(arr))
+        return np.fromiter((index[v] for v in seq), np.intp, len(seq))
     except KeyError as e:
         raise ValueError(f"model {e.args[0]!r} is in the judgments but not in `models`") from None
 
@@ -449,8 +456,10 @@ def ci_ranks(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
 
 def bootstrap_fit(
     table: PairTable,
-    counts: tuple[np.ndarray, np.ndarray, np.ndarray],
+    counts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     *,
+    rng: np.random.Generator | None = None,
+    rounds: int | None = None,
     ties: str = "half",
     prior: float = 0.0,
     start: tuple[np.ndarray, float | None] | None = None,
@@ -458,22 +467,37 @@ def bootstrap_fit(
     chunk: int = 125,
     threads: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return (strengths [rounds, models] centred, converged mask) for bootstrap cell counts."""
+    """Return (strengths [rounds, models] centred, converged mask) for bootstrap cell counts.
+
+    Give the counts, or `rng` and `rounds` to have each chunk of rounds draw its own Poisson
+    counts in its worker thread (from a generator spawned per chunk: the same seed gives the
+    same result whatever the number of threads).
+    """
     theta0, nu0 = start if start is not None else fit(table, ties=ties, prior=prior)
     problem = _Problem(ties, table.i, table.j, table.n_models, prior)
     x0 = theta0 if nu0 is None else np.append(theta0, math.log(nu0))
     w0, t0, l0 = (v[None, :] for v in (table.wins_i, table.ties, table.wins_j))
     _, a0 = problem.gradient_hessian(x0[None, :], w0, t0, l0)
     a_inv = np.linalg.inv(a0[0])
-    w_all, t_all, l_all = counts
-    rounds = len(w_all)
+    if counts is not None:
+        w_all, t_all, l_all = counts
+        rounds = len(w_all)
+    elif rng is None or rounds is None:
+        raise ValueError("bootstrap_fit needs the counts, or rng and rounds to draw them")
+    starts = range(0, rounds, chunk)
+    chunk_rngs = dict(zip(starts, rng.spawn(len(starts)), strict=True)) if counts is None else {}
     out = np.empty((rounds, problem.n_params))
     ok = np.empty(rounds, dtype=bool)
     total0 = w0.sum() + t0.sum() + l0.sum()
 
     def run(s: int) -> None:
         sl = slice(s, s + chunk)
-        w, t, lo = w_all[sl], t_all[sl], l_all[sl]
+        if counts is None:
+            n = min(chunk, rounds - s)
+            g = chunk_rngs[s]
+            w, t, lo = (g.poisson(c, size=(n, len(c))).astype(float) for c in (table.wins_i, table.ties, table.wins_j))
+        else:
+            w, t, lo = w_all[sl], t_all[sl], l_all[sl]
         # The fixed Hessian is the full-data one. Scaling a round's counts to the full-data
         # total leaves its maximum-likelihood fit unchanged (not so with a prior).
         scale = total0 / np.maximum((w + t + lo).sum(axis=1), 1.0) if not prior else np.ones(len(w))
@@ -495,7 +519,7 @@ def bootstrap_fit(
 
     # numpy releases the GIL in its array loops, so chunks on two threads use two cores.
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(run, range(0, rounds, chunk)))
+        list(pool.map(run, starts))
     theta = out[:, : table.n_models]
     return theta - theta.mean(axis=1, keepdims=True), ok
 
@@ -530,9 +554,7 @@ def leaderboard(
             nu,
         )
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    boot, ok = bootstrap_fit(
-        table, poisson_counts(table, rounds, rng), ties=ties, prior=prior, start=(theta, nu)
-    )
+    boot, ok = bootstrap_fit(table, rng=rng, rounds=rounds, ties=ties, prior=prior, start=(theta, nu))
     boot_elo = to_elo(boot[ok], table.models, scale=scale, base=base, init=init, anchor=anchor)
     alpha = (1 - confidence) / 2
     lower, upper = np.quantile(boot_elo, [alpha, 1 - alpha], axis=0)
