@@ -66,20 +66,44 @@ def _comparisons(dataset: Dataset, *fields: str, decided_only: bool = False) -> 
     return qs.order_by("position").values_list(*fields).iterator(chunk_size=_DB_CHUNK)
 
 
+def _preference_pairs(dataset: Dataset) -> Iterator[tuple[Any, str, str, float]]:
+    """(prompt, chosen, rejected, margin): the decided comparisons, then one pair per rewrite
+    (the annotator's rewrite preferred over the reply it rewrote, margin 0)."""
+    yield from _comparisons(dataset, "prompt", "chosen_text", "rejected_text", "margin", decided_only=True)
+    for prompt, edited, original in _rewrites(dataset):
+        yield prompt, edited, original, 0.0
+
+
+def _rewrites(dataset: Dataset) -> Iterator[tuple[Any, str, str]]:
+    """(prompt, rewrite, the reply it rewrote) for each rewrite among the dataset's judgments."""
+    qs = _dataset_judgments(dataset).filter(item__is_gold=False).exclude(edited_response="")
+    rows = qs.values_list("item__prompt__messages", "edited_response", "answer", "preferred_response_id")
+    batch: list[tuple] = []
+    for row in itertools.chain(rows.iterator(chunk_size=_DB_CHUNK), [None]):
+        if row is not None:
+            batch.append(row)
+            if len(batch) < _DB_CHUNK:
+                continue
+        ids = {(answer or {}).get("edited_response_id") or preferred for _, _, answer, preferred in batch}
+        texts = dict(Response.objects.filter(pk__in=ids - {None}).values_list("pk", "content"))
+        for messages, edited, answer, preferred in batch:
+            original = texts.get((answer or {}).get("edited_response_id") or preferred)
+            if original is not None and original != edited:
+                yield messages, edited, original
+        batch = []
+
+
 def preference_rows(dataset: Dataset) -> Iterator[dict]:
-    """TRL preference, conversational, explicit prompt: prompt / chosen / rejected / margin (ties left out)."""
-    for prompt, chosen, rejected, margin in _comparisons(
-        dataset, "prompt", "chosen_text", "rejected_text", "margin", decided_only=True
-    ):
+    """TRL preference, conversational, explicit prompt: prompt / chosen / rejected / margin (ties
+    left out; each rewrite adds a pair preferring it over the reply it rewrote)."""
+    for prompt, chosen, rejected, margin in _preference_pairs(dataset):
         yield {"prompt": _messages(prompt), "chosen": _assistant(chosen), "rejected": _assistant(rejected),
                "margin": margin}
 
 
 def implicit_rows(dataset: Dataset) -> Iterator[dict]:
     """TRL preference, implicit prompt: chosen / rejected are whole conversations ending in the reply."""
-    for prompt, chosen, rejected, margin in _comparisons(
-        dataset, "prompt", "chosen_text", "rejected_text", "margin", decided_only=True
-    ):
+    for prompt, chosen, rejected, margin in _preference_pairs(dataset):
         head = _messages(prompt)
         yield {"chosen": head + _assistant(chosen), "rejected": head + _assistant(rejected), "margin": margin}
 
@@ -241,13 +265,15 @@ KINDS: dict[str, ExportKind] = {
             "preference", "TRL preference (conversational, explicit prompt)",
             "`prompt` (messages), `chosen` / `rejected` (one assistant message each), `margin`. Loads as it is in "
             "TRL's RewardTrainer and DPOTrainer, and in OpenRLHF with `--prompt_key prompt --chosen_key chosen "
-            "--rejected_key rejected --apply_chat_template`. Tied comparisons are left out.",
+            "--rejected_key rejected --apply_chat_template`. Tied comparisons are left out; each rewrite adds a "
+            "row preferring it over the reply it rewrote (margin 0).",
             preference_rows,
             _schema(("prompt", _msgs_type), ("chosen", _msgs_type), ("rejected", _msgs_type), ("margin", _f)),
         ),
         ExportKind(
             "implicit", "TRL preference (conversational, implicit prompt)",
-            "`chosen` / `rejected`: the whole conversation ending in the reply; `margin`. Ties left out.",
+            "`chosen` / `rejected`: the whole conversation ending in the reply; `margin`. Ties left out; "
+            "rewrites added as in the explicit form.",
             implicit_rows, _schema(("chosen", _msgs_type), ("rejected", _msgs_type), ("margin", _f)),
         ),
         ExportKind(

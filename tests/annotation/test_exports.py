@@ -54,7 +54,11 @@ def _load(path, fmt):
 def test_preference_export_loads_in_trl_shape(ready, tmp_path, fmt):
     """Conversational, explicit prompt: prompt messages, one assistant message each side, a float margin."""
     ds = _load(write_export(ready, "preference", fmt, tmp_path / f"pref.{fmt}"), fmt)
-    assert ds.column_names == ["prompt", "chosen", "rejected", "margin"] and len(ds) == 5
+    # 5 decided comparisons, then the rewrite as an extra preferred response over the reply it rewrote
+    assert ds.column_names == ["prompt", "chosen", "rejected", "margin"] and len(ds) == 6
+    extra = ds[5]
+    assert extra["chosen"][0]["content"] == "A better answer." and extra["margin"] == 0.0
+    assert extra["rejected"][0]["content"].startswith("Answer one to 0") and extra["prompt"] == ds[0]["prompt"]
     row = ds[0]
     assert row["prompt"][0]["role"] == "user" and row["prompt"][-1]["role"] != "assistant"
     assert [m["role"] for m in row["chosen"]] == ["assistant"] and set(row["chosen"][0]) == ASSISTANT
@@ -148,11 +152,11 @@ def test_download_streams_jsonl_and_parquet(ready, client_for, researcher):
     assert res.status_code == 200 and res.streaming and res["Content-Type"] == "application/jsonl"
     assert res["Content-Disposition"] == 'attachment; filename="test-campaign-v1-preference.jsonl"'
     lines = b"".join(res.streaming_content).decode().splitlines()
-    assert len(lines) == 5 and set(json.loads(lines[0])) == {"prompt", "chosen", "rejected", "margin"}
+    assert len(lines) == 6 and set(json.loads(lines[0])) == {"prompt", "chosen", "rejected", "margin"}
     res = client.get(url, {"format": "parquet"})
     assert res.status_code == 200 and res["Content-Type"] == "application/vnd.apache.parquet"
     table = pq.read_table(io.BytesIO(b"".join(res.streaming_content)))
-    assert table.num_rows == 5 and table.column_names == ["prompt", "chosen", "rejected", "margin"]
+    assert table.num_rows == 6 and table.column_names == ["prompt", "chosen", "rejected", "margin"]
 
 
 def test_download_errors(ready, client_for, researcher, annotator, outsider, manager):
