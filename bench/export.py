@@ -19,7 +19,7 @@ one per item, also seeded in SQL), so the dataset exports run through `write_exp
     GET /api/v1/campaigns/<id>/judgments/export/ returns) for a WSGI request, body read to a file;
   - write_export parquet: `write_export(dataset, "judgments", "parquet", path)` (the snapshot's
     judgments: same rows, read through the snapshot query);
-  - write_export preference jsonl: the dataset's comparisons (N/3 rows), for scale;
+  - write_export preference jsonl: the dataset's comparisons (N/3 rows) plus one row per rewrite, for scale;
   - baseline: `JudgmentSerializer(qs, many=True).data` (a plain `ModelSerializer`, all fields)
     then `json.dumps` of it to a file. It is first run on `--baseline-probe` rows; if the
     extrapolated 1M run fits in ~10 GB and ~10 min it runs at N, else at the largest size that
@@ -68,30 +68,18 @@ EDIT_TAIL = " (Edited by the annotator: the example now uses SELECT ... FOR UPDA
 
 
 def _seed(n_judgments: int, n_annotators: int) -> dict:
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.hashers import make_password
-    from django.contrib.auth.models import Group
     from django.db import connection, transaction
     from django.db.models import F
     from django.utils import timezone as dj_tz
 
     from annotation.models import Campaign, Dataset, Role
     from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
-    from bench.serve import _import_campaign_deltas
+    from bench.serve import _import_campaign_deltas, _seed_users
 
-    User = get_user_model()
     n_items = -(-n_judgments // OVERLAP)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    g_ann, _ = Group.objects.get_or_create(name=Role.ANNOTATOR)
-    g_man, _ = Group.objects.get_or_create(name=Role.MANAGER)
-    manager = User.objects.create_user("bench-manager", password=None)
-    manager.groups.add(g_man)
-    unusable = make_password(None)
-    users = User.objects.bulk_create(
-        [User(username=f"bench-annotator-{i:04d}", password=unusable) for i in range(n_annotators)]
-    )
-    User.groups.through.objects.bulk_create([User.groups.through(user_id=u.pk, group_id=g_ann.pk) for u in users])
+    manager, users = _seed_users(n_annotators)
     campaign = campaign_create(
         created_by=manager, name=f"export bench {n_judgments} judgments", overlap=OVERLAP,
         criteria=[{"name": "helpfulness", "label": "Helpfulness"}, {"name": "honesty", "label": "Honesty"}],
@@ -443,6 +431,17 @@ def pg_drop() -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{PG_DB_NAME}"')
 
 
+def count_rewrites(db_url: str) -> int:
+    """Judgments whose annotator rewrote a reply: each adds a row to the preference export."""
+    import psycopg
+
+    with psycopg.connect(db_url.replace("postgres://", "postgresql://", 1)) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM annotation_judgment j JOIN annotation_item i ON i.id = j.item_id "
+            "WHERE j.edited_response <> '' AND NOT i.is_gold"
+        ).fetchone()[0]
+
+
 def check_output(path: Path, fmt: str, want: int) -> dict:
     if fmt == "parquet":
         import pyarrow.parquet as pq
@@ -525,9 +524,10 @@ def main() -> None:
             print(f"{method} ({r['rows']:,} rows): {json.dumps(r)}", flush=True)
             return r
 
+        # The preference file holds the decided comparisons plus one row per rewrite.
         arbiter = [
             ("api-parquet", "parquet", n), ("api-jsonl", "jsonl", n), ("write_export-parquet", "parquet", n),
-            ("write_export-preference-jsonl", "jsonl", n_items),
+            ("write_export-preference-jsonl", "jsonl", n_items + count_rewrites(db_url)),
         ]
         for method, fmt, want in arbiter:
             report["results"].append(run(method, fmt, want))

@@ -80,10 +80,28 @@ def _django_setup() -> None:
     django.setup()
 
 
-def _seed(n_items: int, n_annotators: int) -> dict:
+def _seed_users(n_annotators: int) -> tuple:
+    """Create the bench manager and `n_annotators` annotators (no usable passwords); return them."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import Group
+
+    from annotation.models import Role
+
+    User = get_user_model()
+    g_ann, _ = Group.objects.get_or_create(name=Role.ANNOTATOR)
+    g_man, _ = Group.objects.get_or_create(name=Role.MANAGER)
+    manager = User.objects.create_user("bench-manager", password=None)
+    manager.groups.add(g_man)
+    unusable = make_password(None)
+    users = User.objects.bulk_create(
+        [User(username=f"bench-annotator-{i:04d}", password=unusable) for i in range(n_annotators)]
+    )
+    User.groups.through.objects.bulk_create([User.groups.through(user_id=u.pk, group_id=g_ann.pk) for u in users])
+    return manager, users
+
+
+def _seed(n_items: int, n_annotators: int) -> dict:
     from django.db import connection, transaction
     from django.db.models import F
     from django.utils import timezone as dj_tz
@@ -92,18 +110,9 @@ def _seed(n_items: int, n_annotators: int) -> dict:
     from annotation.models import Campaign, Role
     from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
 
-    User = get_user_model()
     timings = {}
     t0 = time.perf_counter()
-    g_ann, _ = Group.objects.get_or_create(name=Role.ANNOTATOR)
-    g_man, _ = Group.objects.get_or_create(name=Role.MANAGER)
-    manager = User.objects.create_user("bench-manager", password=None)
-    manager.groups.add(g_man)
-    unusable = make_password(None)
-    users = User.objects.bulk_create(
-        [User(username=f"bench-annotator-{i:03d}", password=unusable) for i in range(n_annotators)]
-    )
-    User.groups.through.objects.bulk_create([User.groups.through(user_id=u.pk, group_id=g_ann.pk) for u in users])
+    manager, users = _seed_users(n_annotators)
     tokens = Token.objects.bulk_create([Token(user=u, key=Token.generate_key()) for u in users])
     campaign = campaign_create(
         created_by=manager, name=f"bench {n_items} items", overlap=OVERLAP, lease_seconds=LEASE_SECONDS
