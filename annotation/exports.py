@@ -17,16 +17,15 @@ import itertools
 import json
 import os
 import re
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
-from django.http import FileResponse, HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 
 from annotation.models import Campaign, Dataset, DatasetComparison, Judgment, Response
 
@@ -35,7 +34,6 @@ CONTENT_TYPES = {"jsonl": "application/jsonl", "parquet": "application/vnd.apach
 _DB_CHUNK = 500  # rows fetched per database round trip (bounds the memory of a stream)
 _JSONL_CHUNK_BYTES = 64 * 1024  # bytes per streamed chunk
 _PARQUET_ROW_GROUP = 5000
-_FILE_BLOCK = 256 * 1024
 _ASGI_BATCH = 8  # chunks pulled per hop to the sync thread
 
 
@@ -344,22 +342,71 @@ def jsonl_chunks(rows: Iterable[dict], *, chunk_bytes: int = _JSONL_CHUNK_BYTES)
         yield b"".join(buffer)
 
 
-def write_parquet(rows: Iterable[dict], kind: ExportKind, sink: str | os.PathLike | IO[bytes], *,
-                  row_group: int = _PARQUET_ROW_GROUP) -> int:
-    """Write the rows to `sink` as Parquet, one row group per `row_group` rows; return the row count."""
+class _ChunkSink:
+    """A write-only file for ParquetWriter that hands over what was written so far, so a
+    Parquet file can be sent row group by row group instead of after the whole file."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.position = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        self.position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+
+def parquet_chunks(rows: Iterable[dict], kind: ExportKind, *, row_group: int = _PARQUET_ROW_GROUP) -> Iterator[bytes]:
+    """Yield a Parquet file's bytes as it is written: one row group of `row_group` rows at a time,
+    then the footer. Memory holds one row group."""
     import pyarrow.parquet as pq
 
     pa = _pa()
     schema = kind.schema()
-    n = 0
-    with pq.ParquetWriter(sink, schema) as writer:
+    rows = iter(rows)
+    sink = _ChunkSink()
+    writer = pq.ParquetWriter(sink, schema)
+    finished = False
+    try:
         while batch := list(itertools.islice(rows, row_group)):
             for column in kind.json_columns:
                 for row in batch:
                     row[column] = json.dumps(row[column], ensure_ascii=False, sort_keys=True)
             writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-            n += len(batch)
-    return n
+            if chunk := sink.take():
+                yield chunk
+        writer.close()
+        finished = True
+        if tail := sink.take():
+            yield tail
+    finally:
+        if not finished:
+            writer.close()
+
+
+def write_parquet(rows: Iterable[dict], kind: ExportKind, path: str | os.PathLike, *,
+                  row_group: int = _PARQUET_ROW_GROUP) -> None:
+    """Write the rows to `path` as Parquet, one row group per `row_group` rows."""
+    with open(path, "wb") as f:
+        for chunk in parquet_chunks(rows, kind, row_group=row_group):
+            f.write(chunk)
 
 
 def export_rows(dataset: Dataset, kind: str) -> Iterator[dict]:
@@ -431,33 +478,16 @@ def stream_response(request: HttpRequest, chunks: Iterator[bytes], *, content_ty
     return response
 
 
-def _file_blocks(f: IO[bytes]) -> Iterator[bytes]:
-    try:
-        while block := f.read(_FILE_BLOCK):
-            yield block
-    finally:
-        f.close()
-
-
 def rows_response(request: HttpRequest, rows: Iterable[dict], *, spec: ExportKind, fmt: str, stem: str):
-    """Return the rows as a JSONL stream, or as a Parquet file written in row groups and then streamed."""
+    """Return the rows as a JSONL or Parquet stream."""
     _check_format(fmt)
     if fmt == "jsonl":
         return stream_response(request, jsonl_chunks(rows), content_type=CONTENT_TYPES["jsonl"],
                                filename=_filename(stem, "jsonl"))
-    f = tempfile.TemporaryFile(suffix=".parquet")  # removed by the OS when closed
-    try:
-        write_parquet(iter(rows), spec, f)
-        size = f.tell()
-        f.seek(0)
-    except BaseException:
-        f.close()
-        raise
-    filename = _filename(stem, "parquet")
-    if isinstance(request, ASGIRequest):
-        return stream_response(request, _file_blocks(f), content_type=CONTENT_TYPES["parquet"], filename=filename,
-                               length=size)
-    return FileResponse(f, as_attachment=True, filename=filename, content_type=CONTENT_TYPES["parquet"])
+    # Streamed as it is written (no Content-Length): the first row group leaves at once, so
+    # a large export never waits for its whole file before the first byte.
+    return stream_response(request, parquet_chunks(rows, spec), content_type=CONTENT_TYPES["parquet"],
+                           filename=_filename(stem, "parquet"))
 
 
 def dataset_export_response(request: HttpRequest, dataset: Dataset, kind: str, fmt: str):

@@ -290,8 +290,27 @@ def test_asgi_download_streams_from_the_database(ready, researcher):
     assert res.status_code == 200 and res.is_async
     assert len(body.decode().splitlines()) == 10
     res, body = async_to_sync(_get_parquet)(client, url)
-    assert res.status_code == 200 and pq.read_table(io.BytesIO(body)).num_rows == 10
-    assert res["Content-Length"] == str(len(body))
+    assert res.status_code == 200 and res.is_async and pq.read_table(io.BytesIO(body)).num_rows == 10
+    assert "Content-Length" not in res  # streamed as it is written
+
+
+def test_parquet_streams_row_group_by_row_group():
+    """The first bytes leave after one row group is written, not after the whole file."""
+    consumed = 0
+
+    def rows():
+        nonlocal consumed
+        for i in range(2500):
+            consumed += 1
+            yield {"model": f"m{i}", "score": float(i), "ci_low": 0.0, "ci_high": 1.0, "rank": 1, "n": i}
+
+    chunks = exports.parquet_chunks(rows(), exports.KINDS["leaderboard"], row_group=1000)
+    first = next(chunks)
+    assert first.startswith(b"PAR1") and consumed <= 1001
+    body = first + b"".join(chunks)
+    assert consumed == 2500
+    table = pq.read_table(io.BytesIO(body))
+    assert table.num_rows == 2500 and pq.ParquetFile(io.BytesIO(body)).metadata.num_row_groups == 3
 
 
 async def _get_parquet(client, url):
