@@ -48,19 +48,25 @@ def ranking_to_pairs(
         if gap == 0 and not include_ties:
             continue
         outcome = Outcome.TIE if gap == 0 else (Outcome.A if gap > 0 else Outcome.B)
-        out.append(
-            PairwiseJudgment(
-                item_id=(item_id, a, b),
-                annotator_id=annotator_id,
-                response_a_id=a,
-                response_b_id=b,
-                outcome=outcome,
-                model_a=models.get(a),
-                model_b=models.get(b),
-                margin=float(abs(gap)),
-            )
-        )
+        out.append(_pair(item_id, annotator_id, a, b, outcome, models, float(abs(gap))))
     return out
+
+
+def _pair(
+    item_id: Hashable, annotator_id: Hashable, a: Hashable, b: Hashable, outcome: Outcome,
+    models: Mapping[Hashable, str], margin: float,
+) -> PairwiseJudgment:
+    """One expanded pair; its item id is `(item_id, a, b)`."""
+    return PairwiseJudgment(
+        item_id=(item_id, a, b),
+        annotator_id=annotator_id,
+        response_a_id=a,
+        response_b_id=b,
+        outcome=outcome,
+        model_a=models.get(a),
+        model_b=models.get(b),
+        margin=margin,
+    )
 
 
 def ratings_to_pairs(
@@ -89,16 +95,5 @@ def ratings_to_pairs(
         if tie and not include_ties:
             continue
         outcome = Outcome.TIE if tie else (Outcome.A if diff > 0 else Outcome.B)
-        out.append(
-            PairwiseJudgment(
-                item_id=(item_id, a, b),
-                annotator_id=annotator_id,
-                response_a_id=a,
-                response_b_id=b,
-                outcome=outcome,
-                model_a=models.get(a),
-                model_b=models.get(b),
-                margin=0.0 if tie else abs(diff),
-            )
-        )
+        out.append(_pair(item_id, annotator_id, a, b, outcome, models, 0.0 if tie else abs(diff)))
     return out

@@ -84,11 +84,11 @@ class PairwiseJudgment:
     @property
     def winner_id(self) -> Hashable | None:
         """Return the preferred response id, or None for a tie / both bad."""
-        if self.outcome is Outcome.A:
-            return self.response_a_id
-        if self.outcome is Outcome.B:
-            return self.response_b_id
-        return None
+        return _winner(self.outcome, self.response_a_id, self.response_b_id)
+
+
+def _winner(outcome: Outcome, a: Hashable, b: Hashable) -> Hashable | None:
+    return a if outcome is Outcome.A else b if outcome is Outcome.B else None
 
 
 def judgment_margin(judgment: PairwiseJudgment) -> float:
@@ -114,11 +114,8 @@ class ItemConsensus:
 
     @property
     def winner_id(self) -> Hashable | None:
-        if self.outcome is Outcome.A:
-            return self.response_a_id
-        if self.outcome is Outcome.B:
-            return self.response_b_id
-        return None
+        """Return the preferred response id, or None for a tie / both bad."""
+        return _winner(self.outcome, self.response_a_id, self.response_b_id)
 
 
 @dataclass(frozen=True, slots=True)
