@@ -81,17 +81,6 @@ def campaign_get_for_user(
     return campaign
 
 
-def assignment_get_for_annotator(*, user: User, assignment_id: int, for_update: bool = False) -> Assignment:
-    """Return the user's own assignment; anybody else's is "not found"."""
-    qs = Assignment.objects.select_related("campaign", "item")
-    if for_update:
-        qs = qs.select_for_update(of=("self",))
-    assignment = qs.filter(pk=assignment_id, annotator_id=user.pk).first() if user.is_authenticated else None
-    if assignment is None:
-        raise NotFoundError("Assignment not found.", extra={"assignment_id": assignment_id})
-    return assignment
-
-
 def campaign_progress(*, campaign: Campaign) -> dict[str, int]:
     """Return the campaign's progress counts (see `campaign_live_counts`)."""
     return campaign_live_counts(campaign_id=campaign.pk)
@@ -158,13 +147,13 @@ def judging_progress(*, campaign_id: int, user: User) -> dict[str, int]:
     ) or {}
     mine = row.get("mine")
     if mine is None and row:  # a superuser judging without a membership
-        mine = Judgment.objects.filter(campaign_id=campaign_id, annotator_id=user.pk).count()
+        mine = annotator_judgment_count(campaign_id=campaign_id, user=user)
     return {"done": row.get("done") or 0, "total": row.get("wanted_judgments") or 0, "mine": mine or 0}
 
 
-def annotator_judgment_count(*, campaign: Campaign, user: User) -> int:
+def annotator_judgment_count(*, campaign_id: int, user: User) -> int:
     """Return how many judgments the user has made in the campaign (current ones only)."""
-    return Judgment.objects.filter(campaign=campaign, annotator_id=user.pk, supersedes__isnull=True).count()
+    return Judgment.objects.filter(campaign_id=campaign_id, annotator_id=user.pk, supersedes__isnull=True).count()
 
 
 def dataset_get_for_user(
