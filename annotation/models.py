@@ -46,6 +46,17 @@ class Campaign(models.Model):
     gold_rate = models.FloatField(default=0.0, help_text="Share of served items that are gold checks.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
     version = models.PositiveIntegerField(default=1)
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="children",
+        help_text="The campaign this one continues: an earlier version (schema edit) or round.",
+    )
+    round_number = models.PositiveIntegerField(
+        default=1, help_text="Round of the generate → judge → train loop this campaign belongs to."
+    )
     item_count = models.PositiveIntegerField(default=0, help_text="Regular (non-gold) items; kept by imports.")
     wanted_judgments = models.PositiveIntegerField(
         default=0, help_text="Judgments wanted over all regular (non-gold) items; kept by imports."
@@ -105,6 +116,9 @@ class Membership(models.Model):
     judged = models.PositiveIntegerField(default=0, help_text="Judgments this member has made here.")
     gold_judged = models.PositiveIntegerField(default=0, help_text="Gold checks this member has answered.")
     gold_correct = models.PositiveIntegerField(default=0, help_text="Gold checks answered as the gold answer.")
+    excluded = models.BooleanField(
+        default=False, help_text="This member's judgments are left out of aggregation (reversible)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -415,3 +429,55 @@ class DatasetComparison(models.Model):
 
     def __str__(self) -> str:
         return f"dataset {self.dataset_id} row {self.position}"
+
+
+class Invite(models.Model):
+    """A link that makes whoever opens it (signed in) a member of a campaign, until it expires."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="invites")
+    token = models.CharField(max_length=64, unique=True)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
+    cap = models.PositiveIntegerField(null=True, blank=True, help_text="Cap given to members who join by it.")
+    max_uses = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no limit.")
+    uses = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(role__in=["manager", "annotator", "researcher"]), name="invite_role_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(max_uses__isnull=True) | Q(uses__lte=F("max_uses")), name="invite_uses_within_max"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"invite to {self.campaign} as {self.role}"
+
+
+class AuditEntry(models.Model):
+    """One manager action: who did what to which object, when, and the values before and after."""
+
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, null=True, blank=True, related_name="audit_entries"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="audit_entries"
+    )
+    action = models.CharField(max_length=64, help_text="Dotted name, e.g. membership.exclude.")
+    target = models.CharField(max_length=200, blank=True, help_text="What was acted on, e.g. user:12.")
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["campaign", "-created_at"], name="audit_campaign_time")]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} {self.target}"
