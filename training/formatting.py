@@ -24,6 +24,10 @@ DEFAULT_CHAT_TEMPLATE = (
     "{{ message['role'] | capitalize }}: {{ message['content'] }}"
     "{% if not loop.last %}\n\n{% endif %}"
     "{% endfor %}"
+    # A generation prompt ends at "Assistant:" with no trailing space: byte-level tokenizers
+    # glue the space to the reply's first word, so a policy writes " reply" and the reward
+    # model later reads exactly "Assistant: reply".
+    "{% if add_generation_prompt %}\n\nAssistant:{% endif %}"
 )
 
 
