@@ -2,7 +2,9 @@ from django.contrib import admin
 
 from annotation.models import (
     Assignment,
+    AuditEntry,
     Campaign,
+    Invite,
     Item,
     ItemResponse,
     Judgment,
@@ -79,3 +81,29 @@ class JudgmentAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False  # judgments are immutable; a correction is a new judgment
+
+
+@admin.register(Invite)
+class InviteAdmin(admin.ModelAdmin):
+    list_display = ["id", "campaign", "role", "uses", "max_uses", "expires_at", "revoked_at", "created_by"]
+    list_filter = ["role", "campaign"]
+    readonly_fields = ["token", "uses", "created_by", "created_at"]
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """The audit log is read-only here too: entries are written by the services, never by hand."""
+
+    list_display = ["created_at", "campaign", "actor", "action", "target"]
+    list_filter = ["action", "campaign"]
+    search_fields = ["action", "target", "actor__username"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

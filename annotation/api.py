@@ -1,5 +1,6 @@
 """REST API v1: one view per operation — parse, authorize, call one service, serialize."""
 
+from collections import defaultdict
 from types import SimpleNamespace
 
 from django.conf import settings
@@ -22,7 +23,8 @@ from rest_framework.views import APIView
 
 from annotation import exports
 from annotation.errors import ApplicationError, ConflictError, NotFoundError, field_error
-from annotation.models import Assignment, Campaign, Dataset, ItemResponse, Role
+from annotation.forms import AUDIT_PER_PAGE, ITEM_FILTERS, ITEMS_PER_PAGE
+from annotation.models import Assignment, Campaign, Dataset, Item, ItemResponse, Judgment, Role
 from annotation.permissions import IsAnyRole, IsManager
 from annotation.selectors import (
     campaign_get_for_user,
@@ -32,9 +34,35 @@ from annotation.selectors import (
     dataset_list_for_campaign,
     judging_progress,
 )
-from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
-from annotation.services.datasets import dataset_create
-from annotation.services.imports import items_import
+from annotation.services.audit import audit_list_for_campaign
+from annotation.services.campaigns import (
+    COPY_ITEMS,
+    campaign_close_into_dataset,
+    campaign_create,
+    campaign_new_version,
+    campaign_set_status,
+    campaign_update,
+)
+from annotation.services.datasets import (
+    dataset_create,
+    excluded_annotator_ids,
+    items_live_consensus,
+)
+from annotation.services.imports import items_import, items_parse
+from annotation.services.people import (
+    MAX_INVITE_DAYS,
+    invite_accept,
+    invite_create,
+    invite_get,
+    invite_list,
+    invite_revoke,
+    invite_state,
+    membership_add_by_username,
+    membership_get,
+    membership_list,
+    membership_remove,
+    membership_update,
+)
 from annotation.services.serving import (
     SKIP_REASONS,
     assignment_extend,
@@ -52,7 +80,7 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "instructions", "kind", "criteria", "status", "overlap", "lease_seconds", "gold_rate",
             "allow_ties", "allow_both_bad", "use_strength", "require_rationale", "allow_editing",
-            "version", "created_at",
+            "version", "parent", "round_number", "item_count", "created_at",
         ]
 
 
@@ -119,7 +147,7 @@ class CampaignStatusApi(APIView):
         s = self.InputSerializer(data=request.data)
         s.is_valid(raise_exception=True)
         campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
-        campaign = campaign_set_status(campaign=campaign, status=s.validated_data["status"])
+        campaign = campaign_set_status(campaign=campaign, status=s.validated_data["status"], actor=request.user)
         return Response(CampaignOutputSerializer(campaign).data)
 
 
@@ -139,15 +167,10 @@ class CampaignMemberAddApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer, 400: ERROR})
     def post(self, request: Request, campaign_id: int) -> Response:
-        from django.contrib.auth import get_user_model
-
         s = self.InputSerializer(data=request.data)
         s.is_valid(raise_exception=True)
         campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
-        user = get_user_model().objects.filter(username=s.validated_data["username"], is_active=True).first()
-        if user is None:
-            raise field_error("username", f"no active user called {s.validated_data['username']!r}")
-        m = membership_add(campaign=campaign, user=user, role=s.validated_data["role"], cap=s.validated_data["cap"])
+        m = membership_add_by_username(campaign=campaign, actor=request.user, **s.validated_data)
         return Response(self.OutputSerializer(m).data, status=status.HTTP_201_CREATED)
 
 
@@ -176,7 +199,8 @@ class CampaignImportApi(APIView):
         upload = s.validated_data["file"]
         if upload.size > settings.ARBITER_IMPORT_MAX_BYTES:
             raise field_error("file", f"is larger than the {settings.ARBITER_IMPORT_MAX_BYTES} byte limit")
-        result = items_import(campaign=campaign, lines=upload.open("rb"), format=s.validated_data["format"])
+        result = items_import(campaign=campaign, lines=upload.open("rb"), format=s.validated_data["format"],
+                              actor=request.user, source=upload.name)
         return Response(self.OutputSerializer(result).data, status=status.HTTP_201_CREATED)
 
 
@@ -531,3 +555,379 @@ class CampaignJudgmentsExportApi(APIView):
         fmt = _file_format(request)
         campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=READERS)
         return exports.campaign_judgments_response(request._request, campaign, fmt)
+
+
+# --- The manager's console: settings, versions, closing, items, people, invites, audit -------------
+# Managers of the campaign only: IsManager refuses other global roles (403) before the campaign
+# lookup, which refuses non-members (404).
+
+
+class _CampaignFieldsInput(serializers.Serializer):
+    """Every field optional: what is left out stays as it is."""
+
+    name = serializers.CharField(max_length=200, required=False)
+    instructions = serializers.CharField(required=False, allow_blank=True)
+    overlap = serializers.IntegerField(min_value=1, max_value=100, required=False)
+    lease_seconds = serializers.IntegerField(min_value=30, required=False)
+    gold_rate = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    kind = serializers.ChoiceField(choices=Campaign.Kind.choices, required=False)
+    criteria = serializers.JSONField(required=False, help_text="[{name, label, description, scale}]")
+    allow_ties = serializers.BooleanField(required=False)
+    allow_both_bad = serializers.BooleanField(required=False)
+    use_strength = serializers.BooleanField(required=False)
+    require_rationale = serializers.BooleanField(required=False)
+    allow_editing = serializers.BooleanField(required=False)
+
+
+class CampaignUpdateApi(APIView):
+    permission_classes = [IsManager]
+
+    class InputSerializer(_CampaignFieldsInput):
+        pass
+
+    @extend_schema(request=InputSerializer, responses={200: CampaignOutputSerializer, 400: ERROR, 409: ERROR},
+                   summary="Change settings; the schema (kind, criteria, options) only while nothing is judged")
+    def post(self, request: Request, campaign_id: int) -> Response:
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
+        campaign = campaign_update(campaign=campaign, actor=request.user, **s.validated_data)
+        return Response(CampaignOutputSerializer(campaign).data)
+
+
+class CampaignNewVersionApi(APIView):
+    permission_classes = [IsManager]
+
+    class InputSerializer(_CampaignFieldsInput):
+        copy_items = serializers.ChoiceField(choices=list(COPY_ITEMS), default="unjudged",
+                                             help_text="Which items the new version carries over.")
+
+    @extend_schema(request=InputSerializer, responses={201: CampaignOutputSerializer, 400: ERROR, 409: ERROR},
+                   summary="Start the next version of a campaign (a changed schema); this one is closed")
+    def post(self, request: Request, campaign_id: int) -> Response:
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
+        new = campaign_new_version(campaign=campaign, actor=request.user, **s.validated_data)
+        return Response(CampaignOutputSerializer(new).data, status=status.HTTP_201_CREATED)
+
+
+class CampaignCloseIntoDatasetApi(APIView):
+    permission_classes = [IsManager]
+
+    class InputSerializer(serializers.Serializer):
+        method = serializers.ChoiceField(choices=Dataset.Method.choices, default=Dataset.Method.DAWID_SKENE)
+        params = serializers.JSONField(required=False, default=dict, help_text="Aggregation parameters.")
+
+    @extend_schema(request=InputSerializer, responses={201: DatasetOutputSerializer, 400: ERROR, 409: ERROR},
+                   summary="Close the campaign and snapshot it as its next dataset version, in one step")
+    def post(self, request: Request, campaign_id: int) -> Response:
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
+        dataset = campaign_close_into_dataset(campaign=campaign, actor=request.user, **s.validated_data)
+        return Response(DatasetOutputSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class CampaignImportValidateApi(APIView):
+    permission_classes = [IsManager]
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField(help_text="JSONL: Arbiter's format, TRL preference rows or HH transcripts.")
+        format = serializers.ChoiceField(choices=["auto", "arbiter", "trl", "hh"], default="auto")
+
+    class OutputSerializer(serializers.Serializer):
+        class LineError(serializers.Serializer):
+            line = serializers.IntegerField()
+            message = serializers.CharField()
+
+        ok = serializers.BooleanField()
+        message = serializers.CharField()
+        lines = serializers.IntegerField()
+        items = serializers.IntegerField()
+        formats = serializers.DictField(child=serializers.IntegerField())
+        error_count = serializers.IntegerField()
+        errors = LineError(many=True)
+
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer}, responses={200: OutputSerializer, 400: ERROR},
+        summary="Check a JSONL file against the campaign and report every bad line; nothing is stored",
+    )
+    def post(self, request: Request, campaign_id: int) -> Response:
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
+        upload = s.validated_data["file"]
+        if upload.size > settings.ARBITER_IMPORT_MAX_BYTES:
+            raise field_error("file", f"is larger than the {settings.ARBITER_IMPORT_MAX_BYTES} byte limit")
+        report = items_parse(campaign=campaign, lines=upload.open("rb"), format=s.validated_data["format"])
+        return Response(self.OutputSerializer({
+            "ok": report.ok, "message": report.summary(), "lines": report.lines, "items": len(report.records),
+            "formats": dict(report.formats), "error_count": report.error_count,
+            "errors": [{"line": line, "message": msg} for line, msg in report.errors],
+        }).data)
+
+
+PAGE_PARAM = OpenApiParameter("page", int, OpenApiParameter.QUERY, description="1-based page number")
+
+
+class CampaignItemListApi(APIView):
+    permission_classes = [IsManager]
+
+    class OutputSerializer(serializers.Serializer):
+        class ItemRow(serializers.Serializer):
+            class ResponseRow(serializers.Serializer):
+                id = serializers.IntegerField()
+                position = serializers.IntegerField()
+                content = serializers.CharField(allow_blank=True)
+                model = serializers.CharField(allow_blank=True)
+
+            class JudgmentRow(serializers.Serializer):
+                id = serializers.IntegerField()
+                annotator = serializers.CharField()
+                outcome = serializers.CharField()
+                preferred_response_id = serializers.IntegerField(allow_null=True)
+                strength = serializers.IntegerField(allow_null=True)
+                answer = serializers.JSONField()
+                rationale = serializers.CharField(allow_blank=True)
+                excluded = serializers.BooleanField()
+                superseded = serializers.BooleanField()
+                created_at = serializers.DateTimeField()
+
+            class Consensus(serializers.Serializer):
+                order = serializers.ListField(child=serializers.IntegerField(), help_text="Response ids, best first")
+                tie = serializers.BooleanField()
+                agreement = serializers.FloatField()
+                judgments = serializers.IntegerField()
+
+            id = serializers.IntegerField()
+            external_id = serializers.CharField(allow_blank=True)
+            is_gold = serializers.BooleanField()
+            judgment_count = serializers.IntegerField()
+            target = serializers.IntegerField()
+            messages = MessageSerializer(many=True)
+            responses = ResponseRow(many=True)
+            judgments = JudgmentRow(many=True)
+            consensus = Consensus(allow_null=True)
+
+        count = serializers.IntegerField()
+        page = serializers.IntegerField()
+        pages = serializers.IntegerField()
+        results = ItemRow(many=True)
+
+    @extend_schema(
+        parameters=[PAGE_PARAM, OpenApiParameter("show", str, OpenApiParameter.QUERY, enum=["all", "open", "judged", "gold"])],
+        responses={200: OutputSerializer, 403: ERROR, 404: ERROR},
+        summary="Items with their responses (and models), judgments (by annotator) and live consensus",
+    )
+    def get(self, request: Request, campaign_id: int) -> Response:
+        from django.core.paginator import Paginator
+
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
+        show = request.query_params.get("show", "all")
+        if show not in ITEM_FILTERS:
+            raise field_error("show", f"must be one of {', '.join(ITEM_FILTERS)}")
+        items = Item.objects.filter(campaign=campaign, **ITEM_FILTERS[show][1]).select_related("prompt").order_by("pk")
+        page = Paginator(items, ITEMS_PER_PAGE).get_page(request.query_params.get("page"))
+        ids = [i.pk for i in page.object_list]
+        consensus = items_live_consensus(campaign=campaign, item_ids=ids)
+        excluded = excluded_annotator_ids(campaign=campaign)
+        links = defaultdict(list)
+        for link in ItemResponse.objects.filter(item_id__in=ids).select_related("response").order_by("position"):
+            links[link.item_id].append({"id": link.response_id, "position": link.position,
+                                        "content": link.response.content, "model": link.response.model_name})
+        judgments = defaultdict(list)
+        superseded = set(Judgment.objects.filter(item_id__in=ids, supersedes__isnull=False)
+                         .values_list("supersedes_id", flat=True))
+        for j in Judgment.objects.filter(item_id__in=ids).select_related("annotator").order_by("created_at", "pk"):
+            judgments[j.item_id].append({
+                "id": j.pk, "annotator": j.annotator.get_username(), "outcome": j.outcome,
+                "preferred_response_id": j.preferred_response_id, "strength": j.strength, "answer": j.answer,
+                "rationale": j.rationale, "excluded": j.annotator_id in excluded, "superseded": j.pk in superseded,
+                "created_at": j.created_at,
+            })
+        results = []
+        for item in page.object_list:
+            c = consensus.get(item.pk)
+            results.append({
+                "id": item.pk, "external_id": item.prompt.external_id, "is_gold": item.is_gold,
+                "judgment_count": item.judgment_count, "target": item.target, "messages": item.prompt.messages,
+                "responses": links[item.pk], "judgments": judgments[item.pk],
+                "consensus": None if c is None else {"order": c.order, "tie": c.tie, "agreement": c.agreement,
+                                                     "judgments": c.judgments},
+            })
+        data = {"count": page.paginator.count, "page": page.number, "pages": page.paginator.num_pages,
+                "results": results}
+        return Response(self.OutputSerializer(data).data)
+
+
+class MembershipOutputSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField()
+    username = serializers.CharField(source="user.username")
+    role = serializers.CharField()
+    is_active = serializers.BooleanField(help_text="False: paused, served nothing")
+    cap = serializers.IntegerField(allow_null=True)
+    judged = serializers.IntegerField()
+    gold_judged = serializers.IntegerField()
+    gold_correct = serializers.IntegerField()
+    excluded = serializers.BooleanField(help_text="True: judgments left out of aggregation")
+
+
+class CampaignMemberListApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(responses={200: MembershipOutputSerializer(many=True), 403: ERROR, 404: ERROR},
+                   summary="Members of a campaign with their counts, caps, pause and exclusion")
+    def get(self, request: Request, campaign_id: int) -> Response:
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
+        return Response(MembershipOutputSerializer(membership_list(campaign=campaign), many=True).data)
+
+
+class CampaignMemberUpdateApi(APIView):
+    permission_classes = [IsManager]
+
+    class InputSerializer(serializers.Serializer):
+        is_active = serializers.BooleanField(required=False, help_text="false pauses the member, true resumes")
+        excluded = serializers.BooleanField(required=False, help_text="true leaves their judgments out of aggregation")
+        cap = serializers.IntegerField(min_value=1, required=False, allow_null=True, help_text="null: no cap")
+
+    @extend_schema(request=InputSerializer, responses={200: MembershipOutputSerializer, 400: ERROR, 404: ERROR},
+                   summary="Pause / resume, exclude / include, or cap a member")
+    def post(self, request: Request, campaign_id: int, user_id: int) -> Response:
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
+        membership = membership_get(campaign=campaign, user_id=user_id)
+        membership = membership_update(membership=membership, actor=request.user, **s.validated_data)
+        return Response(MembershipOutputSerializer(membership).data)
+
+
+class CampaignMemberRemoveApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(request=None, responses={204: None, 404: ERROR, 409: ERROR},
+                   summary="Remove a member (their judgments stay)")
+    def post(self, request: Request, campaign_id: int, user_id: int) -> Response:
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
+        membership_remove(membership=membership_get(campaign=campaign, user_id=user_id), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InviteOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    url = serializers.SerializerMethodField()
+    role = serializers.CharField()
+    cap = serializers.IntegerField(allow_null=True)
+    max_uses = serializers.IntegerField(allow_null=True)
+    uses = serializers.IntegerField()
+    state = serializers.SerializerMethodField()
+    expires_at = serializers.DateTimeField()
+    revoked_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+    def get_url(self, obj) -> str:
+        from django.urls import reverse
+
+        path = reverse("invite_accept", kwargs={"token": obj.token})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def get_state(self, obj) -> str:
+        return invite_state(obj)
+
+
+class CampaignInviteListApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(responses={200: InviteOutputSerializer(many=True), 403: ERROR, 404: ERROR},
+                   summary="Invite links of a campaign, newest first")
+    def get(self, request: Request, campaign_id: int) -> Response:
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
+        return Response(InviteOutputSerializer(invite_list(campaign=campaign), many=True,
+                                               context={"request": request}).data)
+
+
+class CampaignInviteCreateApi(APIView):
+    permission_classes = [IsManager]
+
+    class InputSerializer(serializers.Serializer):
+        role = serializers.ChoiceField(choices=Role.choices, default=Role.ANNOTATOR)
+        expires_in_hours = serializers.IntegerField(min_value=1, max_value=24 * MAX_INVITE_DAYS, default=24 * 7)
+        max_uses = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+        cap = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+
+    @extend_schema(request=InputSerializer, responses={201: InviteOutputSerializer, 400: ERROR, 409: ERROR},
+                   summary="Create an invite link that expires")
+    def post(self, request: Request, campaign_id: int) -> Response:
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
+        d = s.validated_data
+        invite = invite_create(campaign=campaign, actor=request.user, role=d["role"], cap=d["cap"],
+                               max_uses=d["max_uses"], expires_at=timezone.now() + timedelta(hours=d["expires_in_hours"]))
+        return Response(InviteOutputSerializer(invite, context={"request": request}).data,
+                        status=status.HTTP_201_CREATED)
+
+
+class CampaignInviteRevokeApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(request=None, responses={200: InviteOutputSerializer, 404: ERROR}, summary="Revoke an invite link")
+    def post(self, request: Request, campaign_id: int, invite_id: int) -> Response:
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
+        invite = invite_revoke(invite=invite_get(campaign=campaign, invite_id=invite_id), actor=request.user)
+        return Response(InviteOutputSerializer(invite, context={"request": request}).data)
+
+
+class InviteAcceptApi(APIView):
+    permission_classes = [IsAuthenticated]  # the service checks the invite and the user's role
+
+    class OutputSerializer(serializers.Serializer):
+        campaign_id = serializers.IntegerField()
+        role = serializers.CharField()
+        joined = serializers.BooleanField(help_text="false: you were already a member")
+
+    @extend_schema(request=None, responses={200: OutputSerializer, 403: ERROR, 404: ERROR, 410: ERROR},
+                   summary="Join a campaign by an invite token")
+    def post(self, request: Request, token: str) -> Response:
+        membership, joined = invite_accept(token=token, user=request.user)
+        return Response(self.OutputSerializer(
+            {"campaign_id": membership.campaign_id, "role": membership.role, "joined": joined}
+        ).data)
+
+
+class CampaignAuditListApi(APIView):
+    permission_classes = [IsManager]
+
+    class OutputSerializer(serializers.Serializer):
+        class Entry(serializers.Serializer):
+            id = serializers.IntegerField()
+            actor = serializers.CharField(source="actor.username", allow_null=True, default=None)
+            action = serializers.CharField()
+            target = serializers.CharField(allow_blank=True)
+            before = serializers.JSONField(allow_null=True)
+            after = serializers.JSONField(allow_null=True)
+            created_at = serializers.DateTimeField()
+
+        count = serializers.IntegerField()
+        page = serializers.IntegerField()
+        pages = serializers.IntegerField()
+        results = Entry(many=True)
+
+    @extend_schema(parameters=[PAGE_PARAM], responses={200: OutputSerializer, 403: ERROR, 404: ERROR},
+                   summary="The campaign's audit log, newest first: who did what, when, before and after")
+    def get(self, request: Request, campaign_id: int) -> Response:
+        from django.core.paginator import Paginator
+
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id, roles=[Role.MANAGER])
+        page = Paginator(audit_list_for_campaign(campaign=campaign), AUDIT_PER_PAGE).get_page(
+            request.query_params.get("page"))
+        return Response(self.OutputSerializer({
+            "count": page.paginator.count, "page": page.number, "pages": page.paginator.num_pages,
+            "results": list(page.object_list),
+        }).data)

@@ -24,5 +24,10 @@ def _send(group: str, message: dict) -> None:
 
 
 def campaign_changed(*, campaign_id: int) -> None:
-    """Tell live pages that the campaign's counts changed, once the transaction commits."""
+    """Tell live pages that the campaign changed, once the transaction commits.
+
+    Both the progress and the dashboard consumers (annotation.consumers) listen on the campaign's
+    group; each reads what it shows again, so the event carries nothing but its type. Any write
+    that changes what a manager sees (a judgment, a lease, a member paused or excluded) sends it.
+    """
     transaction.on_commit(lambda: _send(campaign_group(campaign_id), {"type": "campaign.changed"}))

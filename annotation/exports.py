@@ -148,9 +148,9 @@ def comparison_rows(dataset: Dataset) -> Iterator[dict]:
 
 
 def _dataset_judgments(dataset: Dataset):
-    from annotation.services.datasets import snapshot_judgments
+    from annotation.services.datasets import dataset_judgments
 
-    return snapshot_judgments(campaign_id=dataset.campaign_id, last_judgment_id=dataset.last_judgment_id)
+    return dataset_judgments(dataset)
 
 
 def sft_rows(dataset: Dataset) -> Iterator[dict]:

@@ -14,9 +14,17 @@ from django.views.decorators.http import require_http_methods
 from annotation import exports
 from annotation.consumers import campaign_progress_path
 from annotation.errors import ApplicationError, ForbiddenError, NotFoundError
-from annotation.forms import CampaignForm, ImportForm
+from annotation.forms import (
+    SERVICE_FIELD,
+    CampaignForm,
+    CloseIntoDatasetForm,
+    CriterionFormSet,
+    ImportConfirmForm,
+    ImportForm,
+    criteria_from,
+)
 from annotation.judging import FLAG_REASONS
-from annotation.models import Campaign, Dataset, Role
+from annotation.models import Campaign, Dataset, Judgment, Role
 from annotation.selectors import (
     campaign_get_for_user,
     campaign_list_for_user,
@@ -29,7 +37,7 @@ from annotation.selectors import (
 )
 from annotation.services.campaigns import campaign_create, campaign_set_status
 from annotation.services.datasets import dataset_create
-from annotation.services.imports import ImportRejected, items_import
+from annotation.services.imports import import_commit, import_stage
 
 
 def campaign_page(*roles: str):
@@ -68,21 +76,55 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "annotation/home.html", {"rows": rows, "role": role})
 
 
+def apply_service_error(exc: ApplicationError, form: forms.Form, criteria=None) -> None:
+    """Show a service's error on the form field it names (a criteria row's error on that row)."""
+    fields = list(exc.extra.get("fields") or {})
+    name = SERVICE_FIELD.get(fields[0], fields[0]) if len(fields) == 1 else None
+    head, _, detail = exc.message.partition(": ")
+    detail = detail if detail and fields and head.split("[")[0].split(".")[0] == fields[0] else exc.message
+    if name == "criteria" and criteria is not None:
+        index = _criteria_index(exc.message)
+        kept = [f for f in criteria.forms if not (f.cleaned_data or {}).get("DELETE")]
+        if index is not None and index < len(kept):
+            kept[index].add_error(None, detail)
+            return
+    if name in form.fields and not form.fields[name].disabled:
+        form.add_error(name, detail)
+    else:
+        form.add_error(None, exc.message)
+
+
+def _criteria_index(message: str) -> int | None:
+    if message.startswith("criteria[") and "]" in message:
+        number = message[len("criteria["):message.index("]")]
+        return int(number) if number.isdigit() else None
+    return None
+
+
+def _criteria_formset(data, campaign: Campaign | None = None) -> CriterionFormSet:
+    from annotation.forms import CriterionForm
+
+    initial = [CriterionForm.initial_from(c) for c in (campaign.criteria if campaign else [])]
+    return CriterionFormSet(data, prefix="criteria", initial=initial or None)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def campaign_new(request: HttpRequest) -> HttpResponse:
+    """The campaign wizard: kind, criteria, options, serving, instructions (live preview) and a judging preview."""
     if user_role(request.user) != Role.MANAGER:
         return render(request, "403.html", status=403)
     form = CampaignForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    criteria = _criteria_formset(request.POST or None)
+    if request.method == "POST" and form.is_valid() and criteria.is_valid():
         try:
-            campaign = campaign_create(created_by=request.user, **form.cleaned_data)
+            campaign = campaign_create(created_by=request.user, criteria=criteria_from(criteria), **form.service_kwargs())
         except ApplicationError as exc:
-            form.add_error(None, exc.message)
+            apply_service_error(exc, form, criteria)
         else:
-            messages.success(request, f"Campaign “{campaign.name}” created. Import items to start.")
+            messages.success(request, f"Campaign “{campaign.name}” created as a draft. Import items to start.")
             return redirect("campaign_import", campaign_id=campaign.pk)
-    return render(request, "annotation/campaign_new.html", {"form": form})
+    return render(request, "annotation/campaign_form.html", {"form": form, "criteria": criteria, "mode": "new"})
 
 
 @campaign_page(Role.MANAGER, Role.RESEARCHER, Role.ANNOTATOR)
@@ -97,8 +139,15 @@ def campaign_detail(request: HttpRequest, campaign: Campaign) -> HttpResponse:
         {"campaign": campaign, "role": role, "progress": campaign_progress(campaign=campaign),
          "transitions": _transitions(campaign),
          "live_counts": campaign_live_counts(campaign_id=campaign.pk),
-         "live_url": campaign_progress_path(campaign.pk)},
+         "live_url": campaign_progress_path(campaign.pk),
+         "close_form": CloseIntoDatasetForm() if role == Role.MANAGER else None,
+         "has_judgments": Judgment.objects.filter(campaign=campaign).exists(),
+         "versions": _versions(campaign)},
     )
+
+
+def _versions(campaign: Campaign) -> dict:
+    return {"parent": campaign.parent, "children": list(campaign.children.order_by("version", "pk"))}
 
 
 def _transitions(campaign: Campaign) -> list[tuple[str, str]]:
@@ -112,7 +161,7 @@ def _transitions(campaign: Campaign) -> list[tuple[str, str]]:
 @require_http_methods(["POST"])
 def campaign_status(request: HttpRequest, campaign: Campaign) -> HttpResponse:
     try:
-        campaign_set_status(campaign=campaign, status=request.POST.get("status", ""))
+        campaign_set_status(campaign=campaign, status=request.POST.get("status", ""), actor=request.user)
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
@@ -123,51 +172,88 @@ def campaign_status(request: HttpRequest, campaign: Campaign) -> HttpResponse:
 @campaign_page(Role.MANAGER)
 @require_http_methods(["GET", "POST"])
 def campaign_import(request: HttpRequest, campaign: Campaign) -> HttpResponse:
+    """Validate an upload and show its report; nothing is stored until the manager confirms."""
+    from django.conf import settings
+
     form = ImportForm(request.POST or None, request.FILES or None)
-    report = None
+    staged = None
     if request.method == "POST" and form.is_valid():
-        try:
-            result = items_import(
-                campaign=campaign, lines=form.cleaned_data["file"].open("rb"), format=form.cleaned_data["format"]
-            )
-        except ImportRejected as exc:
-            report = exc
-        except ApplicationError as exc:
-            form.add_error(None, exc.message)
+        upload = form.cleaned_data["file"]
+        if upload.size > settings.ARBITER_IMPORT_MAX_BYTES:
+            form.add_error("file", f"The file is larger than the {settings.ARBITER_IMPORT_MAX_BYTES} byte limit.")
         else:
-            kinds = ", ".join(f"{n} {fmt}" for fmt, n in sorted(result.formats.items()))
-            messages.success(request, f"Imported {result.items} items ({kinds}).")
-            return redirect("campaign_detail", campaign_id=campaign.pk)
-    return render(request, "annotation/campaign_import.html", {"campaign": campaign, "form": form, "report": report})
+            try:
+                staged = import_stage(campaign=campaign, upload=upload.open("rb"), filename=upload.name,
+                                      format=form.cleaned_data["format"])
+            except ApplicationError as exc:
+                apply_service_error(exc, form)
+    confirm = ImportConfirmForm(initial={"token": staged.token}) if staged and staged.ok else None
+    return render(request, "annotation/campaign_import.html",
+                  {"campaign": campaign, "form": form, "staged": staged, "confirm": confirm})
+
+
+@campaign_page(Role.MANAGER)
+@require_http_methods(["POST"])
+def campaign_import_confirm(request: HttpRequest, campaign: Campaign) -> HttpResponse:
+    """Commit a validated upload, all or nothing."""
+    form = ImportConfirmForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Nothing was imported: the confirmation was incomplete. Upload the file again.")
+        return redirect("campaign_import", campaign_id=campaign.pk)
+    try:
+        result = import_commit(campaign=campaign, token=form.cleaned_data["token"], actor=request.user)
+    except ApplicationError as exc:
+        messages.error(request, f"Nothing was imported. {exc.message}")
+        return redirect("campaign_import", campaign_id=campaign.pk)
+    kinds = ", ".join(f"{n} {fmt}" for fmt, n in sorted(result.formats.items()))
+    messages.success(request, f"Imported {result.items} items ({kinds}).")
+    return redirect("campaign_detail", campaign_id=campaign.pk)
+
+
+def judge_config(request: HttpRequest, *, settings: dict, urls: dict, campaign_id: int | None, name: str) -> dict:
+    """Return the judging app's configuration: the same for the real page and every preview of it."""
+    return {
+        "campaignId": campaign_id or 0,
+        "campaignName": name,
+        **urls,
+        "leaseSeconds": settings["lease_seconds"],
+        "csrfToken": get_token(request),
+        "instructions": settings["instructions"],
+        "kind": settings["kind"],
+        "criteria": settings["criteria"],
+        "flagReasons": [{"value": k, "label": v} for k, v in FLAG_REASONS.items()],
+        "options": {
+            "allowTies": settings["allow_ties"],
+            "allowBothBad": settings["allow_both_bad"],
+            "strength": settings["use_strength"],
+            "requireRationale": settings["require_rationale"],
+            "allowEditing": settings["allow_editing"],
+        },
+    }
+
+
+def campaign_judge_settings(campaign: Campaign) -> dict:
+    """Return what the judging page needs of a campaign's settings."""
+    from annotation.services.campaigns import campaign_schema
+
+    return {**campaign_schema(campaign), "instructions": campaign.instructions, "lease_seconds": campaign.lease_seconds}
 
 
 @campaign_page(Role.ANNOTATOR, Role.MANAGER)
 @require_http_methods(["GET"])
 def campaign_judge(request: HttpRequest, campaign: Campaign) -> HttpResponse:
-    config = {
-        "campaignId": campaign.pk,
-        "campaignName": campaign.name,
+    urls = {
         "nextUrl": reverse("api:assignment_next", kwargs={"campaign_id": campaign.pk}),
         "submitUrlTemplate": reverse("api:judgment_submit", kwargs={"assignment_id": 0}).replace("/0/", "/{id}/"),
         "skipUrlTemplate": reverse("api:assignment_skip", kwargs={"assignment_id": 0}).replace("/0/", "/{id}/"),
         "heartbeatUrlTemplate": reverse("api:assignment_heartbeat", kwargs={"assignment_id": 0}).replace(
             "/0/", "/{id}/"
         ),
-        "leaseSeconds": campaign.lease_seconds,
-        "csrfToken": get_token(request),
-        "instructions": campaign.instructions,
-        "kind": campaign.kind,
-        "criteria": campaign.criteria,
-        "flagReasons": [{"value": k, "label": v} for k, v in FLAG_REASONS.items()],
-        "options": {
-            "allowTies": campaign.allow_ties,
-            "allowBothBad": campaign.allow_both_bad,
-            "strength": campaign.use_strength,
-            "requireRationale": campaign.require_rationale,
-            "allowEditing": campaign.allow_editing,
-        },
     }
-    return render(request, "annotation/judge.html", {"campaign": campaign, "judge_config": config})
+    config = judge_config(request, settings=campaign_judge_settings(campaign), urls=urls, campaign_id=campaign.pk,
+                          name=campaign.name)
+    return render(request, "annotation/judge.html",
+                  {"campaign": campaign, "kind": campaign.kind, "name": campaign.name, "judge_config": config})
 
 
 # --- Datasets -------------------------------------------------------------------------------------

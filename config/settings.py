@@ -176,6 +176,8 @@ SPECTACULAR_SETTINGS = {
         "CampaignStatusEnum": "annotation.models.Campaign.Status",
         "CampaignKindEnum": "annotation.models.Campaign.Kind",
         "DatasetStatusEnum": "annotation.models.Dataset.Status",
+        "TrainingRunKindEnum": "training.models.TrainingRun.Kind",
+        "TrainingRunStatusEnum": "training.models.TrainingRun.Status",
     },
 }
 
@@ -217,4 +219,23 @@ LOGGING = {
 }
 CELERY_BEAT_SCHEDULE = {
     "expire-leases": {"task": "annotation.expire_leases", "schedule": 60.0},
+    # A run whose worker died (kill -9, OOM, lost machine) stops sending heartbeats.
+    "recover-stale-training-runs": {"task": "training.recover_stale_runs", "schedule": 60.0},
 }
+
+# --- Training ---------------------------------------------------------------------------------
+# Base models load only from folders under these roots (os.pathsep-separated), never from a hub.
+ARBITER_MODEL_ROOTS = [
+    Path(p) for p in os.environ.get("ARBITER_MODEL_ROOTS", str(DATA_DIR / "models")).split(os.pathsep) if p.strip()
+]
+# Each run writes its checkpoints and final model under <ARBITER_TRAINING_DIR>/run-<id>/.
+ARBITER_TRAINING_DIR = Path(os.environ.get("ARBITER_TRAINING_DIR", DATA_DIR / "training"))
+# A running run's worker writes a heartbeat this often; one silent for ARBITER_TRAINING_STALE_SECONDS
+# is marked failed (resumable), and requeued up to ARBITER_TRAINING_AUTO_RESUME times.
+ARBITER_TRAINING_HEARTBEAT_SECONDS = float(os.environ.get("ARBITER_TRAINING_HEARTBEAT_SECONDS", "10"))
+ARBITER_TRAINING_STALE_SECONDS = float(os.environ.get("ARBITER_TRAINING_STALE_SECONDS", "120"))
+ARBITER_TRAINING_AUTO_RESUME = int(os.environ.get("ARBITER_TRAINING_AUTO_RESUME", "0"))
+# A running run reads its cancel flag at most this often (seconds; 0 reads it after every step).
+ARBITER_TRAINING_CANCEL_POLL_SECONDS = float(os.environ.get("ARBITER_TRAINING_CANCEL_POLL_SECONDS", "1"))
+# "auto": runs with gpus > 1 go through `accelerate launch`; "accelerate": every run does.
+ARBITER_TRAINING_LAUNCHER = os.environ.get("ARBITER_TRAINING_LAUNCHER", "auto")

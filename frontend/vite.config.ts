@@ -20,6 +20,10 @@ export default defineConfig({
         app: resolve(root, 'src/app.ts'),
         judge: resolve(root, 'src/judge.ts'),
         campaign: resolve(root, 'src/campaign.ts'),
+        wizard: resolve(root, 'src/wizard.ts'),
+        manage: resolve(root, 'src/manage.ts'),
+        dashboard: resolve(root, 'src/dashboard.ts'),
+        run: resolve(root, 'src/run.ts'),
       },
       output: {
         entryFileNames: 'arbiter/[name].js',

@@ -41,7 +41,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
-from annotation.models import Assignment, Campaign, Judgment, Membership, Role
+from annotation.models import Assignment, AuditEntry, Campaign, Judgment, Membership, Role
 from annotation.services.serving import assignment_lease_next, judgment_submit
 from tests.conftest import PASSWORD, jsonl, pair_rows
 
@@ -186,6 +186,106 @@ def _dataset_kwargs(w: World, **extra) -> dict:
     return {"dataset_id": dataset.pk, **extra}
 
 
+_TINY: dict[str, Any] = {}  # tiny models (and one trained on them) built once per test session
+
+
+def _tiny_dir() -> Any:
+    """Build the tiny models once (training.tiny), in a folder removed when the tests end."""
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    if "dir" not in _TINY:
+        from training.tiny import build_tiny_models
+
+        folder = Path(tempfile.mkdtemp(prefix="arbiter-matrix-tiny-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        build_tiny_models(folder)
+        _TINY["dir"] = folder
+    return _TINY["dir"]
+
+
+def _tiny_reward_base() -> str:
+    """A copy of the tiny reward base under this test's model root (a few hundred kB)."""
+    import shutil
+    from pathlib import Path
+
+    from django.conf import settings
+
+    target = Path(settings.ARBITER_MODEL_ROOTS[0]) / "tiny-reward-base"
+    if not target.exists():
+        shutil.copytree(_tiny_dir() / "tiny-reward-base", target)
+    return str(target)
+
+
+def _trained_reward_model() -> str:
+    """A reward model trained for two steps on the tiny base (once), for the score endpoint."""
+    if "trained" not in _TINY:
+        from training.config import RewardModelConfig
+        from training.reward import train_reward_model
+        from training.tiny import polite_preferences
+
+        config = RewardModelConfig(output_dir=str(_tiny_dir() / "trained"), max_steps=2, per_device_train_batch_size=4,
+                                   eval_fraction=0.0, max_length=64, save_steps=100)  # fmt: skip
+        result = train_reward_model(config, dataset=polite_preferences(8), base_model_path=_tiny_dir() / "tiny-reward-base")
+        _TINY["trained"] = str(result.artifact_dir)
+    return _TINY["trained"]
+
+
+def _training_body(w: World, r: str) -> dict:
+    return {"dataset_id": _dataset_kwargs(w)["dataset_id"], "base_model_path": _tiny_reward_base(),
+            "config": {"max_steps": 2}}
+
+
+def _training_run(w: World):
+    """A queued reward-model run on a dataset of campaign A (never sent: the test's transaction never commits)."""
+    from annotation.models import Dataset
+    from training.services import training_run_create
+
+    dataset = Dataset.objects.get(pk=_dataset_kwargs(w)["dataset_id"])
+    return training_run_create(dataset=dataset, base_model_path=_tiny_reward_base(), config={"max_steps": 2},
+                               created_by=w.users["manager"])  # fmt: skip
+
+
+def _training_run_kwargs(w: World) -> dict:
+    return {"run_id": _training_run(w).pk}
+
+
+def _cancelled_run_kwargs(w: World) -> dict:
+    from training.services import training_run_cancel
+
+    run = _training_run(w)
+    training_run_cancel(run=run, by=w.users["manager"])
+    return {"run_id": run.pk}
+
+
+def _succeeded_run_kwargs(w: World) -> dict:
+    """A run marked succeeded with a real trained model (training itself is tested in tests/training)."""
+    from django.utils import timezone
+
+    from training.models import TrainingRun
+
+    run = _training_run(w)
+    TrainingRun.objects.filter(pk=run.pk).update(status="succeeded", step=2, total_steps=2, finished_at=timezone.now(),
+                                                 artifacts={"model": _trained_reward_model()})  # fmt: skip
+    return {"run_id": run.pk}
+
+
+def _list_with_run_of_a(w: World) -> dict:
+    _TINY["run_of_a"] = _training_run(w).pk
+    return {}
+
+
+def _check_run_of_a_listed(response, w: World, role: str) -> None:
+    should_see = role in {"researcher", "manager", "superuser"}
+    if response.headers.get("Content-Type", "").startswith("application/json"):
+        seen = _TINY["run_of_a"] in {r["id"] for r in response.json()}
+    else:
+        seen = f'href="/training/runs/{_TINY["run_of_a"]}/"' in response.content.decode()
+    assert seen == should_see, f"{role} {'cannot' if should_see else 'can'} see campaign A's training run"
+
+
 def _check_campaign_a_listed(response, w: World, role: str) -> None:
     ids = {c["id"] for c in response.json()}
     should_see = role in MEMBERS_OF_A or role == "superuser"
@@ -196,6 +296,60 @@ def _check_home_lists_a(response, w: World, role: str) -> None:
     should_see = role in MEMBERS_OF_A or role == "superuser"
     seen = w.campaign.name in response.content.decode()
     assert seen == should_see, f"{role} {'cannot' if should_see else 'can'} see campaign A on the home page"
+
+
+def _round_body(w: World, role: str) -> dict:
+    """A valid round request: a policy folder (its config.json) under the per-test model root."""
+    import json
+    from pathlib import Path
+
+    from django.conf import settings
+
+    policy = Path(settings.ARBITER_MODEL_ROOTS[0]) / "policy"
+    policy.mkdir(parents=True, exist_ok=True)
+    (policy / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}))
+    return {"checkpoints": [str(policy)], "k": 2, "temperature": 0.7}
+
+
+# --- The manager's console (helpers) -------------------------------------------------------------
+
+
+def _preview_kwargs(w: World, action: str | None = None) -> dict:
+    """A preview token of campaign A made for its manager (a token works only for whom it was made)."""
+    from annotation.views import campaign_judge_settings
+    from annotation.views_preview import _token
+
+    token = _token(user_id=w.users["manager"].pk, campaign_id=w.campaign.pk,
+                   settings=campaign_judge_settings(w.campaign))
+    if action is None:
+        return {"token": token}
+    return {"token": token, "action": action, "item_id": w.assignment.item_id}
+
+
+def _invite(w: World):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.services.people import invite_create
+
+    return invite_create(campaign=w.campaign, actor=w.users["manager"], expires_at=timezone.now() + timedelta(days=1))
+
+
+def _member_kwargs(w: World) -> dict:
+    return {"campaign_id": w.campaign.pk, "user_id": w.users["annotator"].pk}
+
+
+def _judged_campaign_kwargs(w: World) -> dict:
+    """Campaign A with one judgment (by annotator2), so it can be closed into a dataset."""
+    annotator2 = get_user_model().objects.get(username="ann2")
+    a = assignment_lease_next(campaign_id=w.campaign.pk, annotator=annotator2)
+    judgment_submit(assignment_id=a.pk, annotator=annotator2, answer={"outcome": "tie"})
+    return _campaign_kwargs(w)
+
+
+WIZARD_BODY = {"name": "Matrix wizard", "kind": "pairwise", "overlap": "1", "lease_seconds": "600",
+               "gold_percent": "0", "instructions": "", "criteria-TOTAL_FORMS": "0", "criteria-INITIAL_FORMS": "0"}
 
 
 # Denial codes used below:
@@ -236,6 +390,10 @@ RULES: dict[str, list[Rule]] = {
     ],
     "campaign_judge": [
         Rule("GET", cells(LOGIN, 200, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
+    "campaign_dashboard": [
+        Rule("GET", cells(LOGIN, 403, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs,
+             note="the campaign's managers only: researchers see progress, not per-annotator figures"),
     ],
     # -- API --------------------------------------------------------------------------------
     "api:auth_token": [
@@ -317,6 +475,172 @@ RULES: dict[str, list[Rule]] = {
     "api:campaign_judgments_export": [
         Rule("GET", cells(ANON_API, 403, 404, 200, 200, 404, 200), kwargs=_campaign_kwargs),
     ],
+    "api:campaign_dashboard": [
+        Rule("GET", cells(ANON_API, 403, 403, 403, 200, 404, 200), kwargs=_campaign_kwargs,
+             note="IsManager denies non-managers (403) before the campaign lookup; other managers get 404"),
+    ],
+    # -- Next round (generation runs in the worker after commit; the test transaction never commits) --
+    "campaign_round_new": [
+        Rule("GET", cells(LOGIN, 403, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+        Rule("POST", cells(LOGIN, 403, 404, 403, RedirectTo("campaign_round_new"), 404,
+                           RedirectTo("campaign_round_new")),
+             kwargs=_campaign_kwargs,
+             body=lambda w, r: {**_round_body(w, r), "max_new_tokens": 16, "top_p": 1.0, "selection": "random",
+                                "pairs_per_prompt": 1, "seed": 0},
+             note="the campaign's managers only; the page follows the queued request"),
+    ],
+    "api:campaign_round_create": [
+        Rule("POST", cells(ANON_API, 403, 403, 403, 202, 404, 202), kwargs=_campaign_kwargs, body=_round_body,
+             note="IsManager denies non-managers (403) before the campaign lookup; other managers get 404"),
+    ],
+    # -- The manager's console: managers of the campaign only (previews: global managers) ----------
+    "campaign_import_confirm": [
+        Rule("POST", cells(LOGIN, 403, 404, 403, RedirectTo("campaign_import"), 404, RedirectTo("campaign_import")),
+             kwargs=_campaign_kwargs, body=lambda w, r: {"token": "no-such-upload-token"},
+             note="an unknown token commits nothing and goes back to the upload form"),
+    ],
+    "campaign_preview_draft": [
+        Rule("POST", cells(LOGIN, 403, 403, 403, 200, 200, 200), body=lambda w, r: WIZARD_BODY,
+             note="global managers preview unsaved wizard settings"),
+    ],
+    "campaign_preview": [
+        Rule("GET", cells(LOGIN, 403, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
+    "preview_next": [
+        Rule("POST", cells(LOGIN, 403, 403, 403, 200, 404, 404), kwargs=_preview_kwargs,
+             note="non-managers 403; a token made for another manager is not found"),
+    ],
+    "preview_action": [
+        Rule("POST", cells(LOGIN, 403, 403, 403, 200, 404, 404), kwargs=lambda w: _preview_kwargs(w, "heartbeat")),
+    ],
+    "campaign_settings": [
+        Rule("GET", cells(LOGIN, 403, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+        Rule("POST", cells(LOGIN, 403, 404, 403, RedirectTo("campaign_settings"), 404, RedirectTo("campaign_settings")),
+             kwargs=_campaign_kwargs, body=lambda w, r: {**WIZARD_BODY, "name": "Renamed", "overlap": "2"}),
+    ],
+    "campaign_new_version": [
+        Rule("GET", cells(LOGIN, 403, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+        Rule("POST", cells(LOGIN, 403, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs, body=lambda w, r: {"name": ""},
+             note="invalid form: allowed roles see it again (200)"),
+    ],
+    "campaign_close": [
+        Rule("POST", cells(LOGIN, 403, 404, 403, RedirectTo("campaign_detail"), 404, RedirectTo("campaign_detail")),
+             kwargs=_campaign_kwargs, body=lambda w, r: {"method": "majority"},
+             note="nothing judged yet: refused with a message on the campaign page"),
+    ],
+    "campaign_items": [
+        Rule("GET", cells(LOGIN, 403, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
+    "campaign_audit": [
+        Rule("GET", cells(LOGIN, 403, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
+    "campaign_people": [
+        Rule("GET", cells(LOGIN, 403, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
+    "campaign_member_add": [
+        Rule("POST", cells(LOGIN, 403, 404, 403, RedirectTo("campaign_people"), 404, RedirectTo("campaign_people")),
+             kwargs=_campaign_kwargs, body=lambda w, r: {"username": "outsider", "role": "annotator"}),
+    ],
+    "campaign_member_update": [
+        Rule("POST", cells(LOGIN, 403, 404, 403, RedirectTo("campaign_people"), 404, RedirectTo("campaign_people")),
+             kwargs=_member_kwargs, body=lambda w, r: {"action": "pause"}),
+    ],
+    "campaign_invite_create": [
+        Rule("POST", cells(LOGIN, 403, 404, 403, RedirectTo("campaign_people"), 404, RedirectTo("campaign_people")),
+             kwargs=_campaign_kwargs, body=lambda w, r: {"role": "annotator", "expires_in": "24"}),
+    ],
+    "campaign_invite_revoke": [
+        Rule("POST", cells(LOGIN, 403, 404, 403, RedirectTo("campaign_people"), 404, RedirectTo("campaign_people")),
+             kwargs=lambda w: {"campaign_id": w.campaign.pk, "invite_id": _invite(w).pk}),
+    ],
+    "invite_accept": [
+        Rule("GET", cells(LOGIN, RedirectTo("campaign_judge"), RedirectTo("campaign_judge"), RedirectTo("campaign_detail"),
+                          RedirectTo("campaign_detail"), RedirectTo("campaign_judge"), RedirectTo("campaign_judge")),
+             kwargs=lambda w: {"token": _invite(w).token},
+             note="anyone signed in whose role fits joins (as annotator); members keep their role"),
+    ],
+    "api:campaign_update": [
+        Rule("POST", cells(ANON_API, 403, 403, 403, 200, 404, 200), kwargs=_campaign_kwargs,
+             body=lambda w, r: {"name": "Renamed"}),
+    ],
+    "api:campaign_new_version": [
+        Rule("POST", cells(ANON_API, 403, 403, 403, 201, 404, 201), kwargs=_campaign_kwargs,
+             body=lambda w, r: {"copy_items": "all"}),
+    ],
+    "api:campaign_close_into_dataset": [
+        Rule("POST", cells(ANON_API, 403, 403, 403, 201, 404, 201), kwargs=_judged_campaign_kwargs,
+             body=lambda w, r: {"method": "majority"}),
+    ],
+    "api:campaign_import_validate": [
+        Rule("POST", cells(ANON_API, 403, 403, 403, 200, 404, 200), kwargs=_campaign_kwargs, multipart=True,
+             body=lambda w, r: {"file": _import_file(), "format": "auto"}),
+    ],
+    "api:campaign_items": [
+        Rule("GET", cells(ANON_API, 403, 403, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
+    "api:campaign_member_list": [
+        Rule("GET", cells(ANON_API, 403, 403, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
+    "api:campaign_member_update": [
+        Rule("POST", cells(ANON_API, 403, 403, 403, 200, 404, 200), kwargs=_member_kwargs,
+             body=lambda w, r: {"cap": 5}),
+    ],
+    "api:campaign_member_remove": [
+        Rule("POST", cells(ANON_API, 403, 403, 403, 204, 404, 204), kwargs=_member_kwargs),
+    ],
+    "api:campaign_invite_list": [
+        Rule("GET", cells(ANON_API, 403, 403, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
+    "api:campaign_invite_create": [
+        Rule("POST", cells(ANON_API, 403, 403, 403, 201, 404, 201), kwargs=_campaign_kwargs, body=lambda w, r: {}),
+    ],
+    "api:campaign_invite_revoke": [
+        Rule("POST", cells(ANON_API, 403, 403, 403, 200, 404, 200),
+             kwargs=lambda w: {"campaign_id": w.campaign.pk, "invite_id": _invite(w).pk}),
+    ],
+    "api:invite_accept": [
+        Rule("POST", cells(ANON_API, 200, 200, 200, 200, 200, 200), kwargs=lambda w: {"token": _invite(w).token},
+             note="anyone signed in: members are told they already are; others join"),
+    ],
+    "api:campaign_audit": [
+        Rule("GET", cells(ANON_API, 403, 403, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
+    # -- Training runs: staff and the campaign's managers start and change them, its researchers read
+    #    them; anyone else gets 404 (the views only ask for a login and let the selectors decide) --
+    "training_run_list": [
+        Rule("GET", cells(LOGIN, 200, 200, 200, 200, 200, 200), kwargs=_list_with_run_of_a,
+             check=_check_run_of_a_listed, note="everyone signed in; each sees only the runs they may read"),
+    ],
+    "training_run_new": [
+        Rule("GET", cells(LOGIN, 403, 403, 403, 200, 200, 200), note="global managers and staff only"),
+        Rule("POST", cells(LOGIN, 403, 403, 403, 200, 200, 200), body=lambda w, r: {"dataset": ""},
+             note="invalid form: allowed roles see it again (200)"),
+    ],
+    "training_run_detail": [
+        Rule("GET", cells(LOGIN, 404, 404, 200, 200, 404, 200), kwargs=_training_run_kwargs),
+    ],
+    "api:training_run_list": [
+        Rule("GET", cells(ANON_API, 200, 200, 200, 200, 200, 200), kwargs=_list_with_run_of_a,
+             check=_check_run_of_a_listed),
+    ],
+    "api:training_run_create": [
+        Rule("POST", cells(ANON_API, 404, 404, 403, 201, 404, 201), body=_training_body,
+             note="the dataset's campaign decides: its researchers 403, non-managers 404"),
+    ],
+    "api:training_run_detail": [
+        Rule("GET", cells(ANON_API, 404, 404, 200, 200, 404, 200), kwargs=_training_run_kwargs),
+    ],
+    "api:training_run_cancel": [
+        Rule("POST", cells(ANON_API, 404, 404, 403, 200, 404, 200), kwargs=_training_run_kwargs),
+    ],
+    "api:training_run_resume": [
+        Rule("POST", cells(ANON_API, 404, 404, 403, 200, 404, 200), kwargs=_cancelled_run_kwargs),
+    ],
+    "api:training_run_score": [
+        Rule("POST", cells(ANON_API, 404, 404, 200, 200, 404, 200), kwargs=_succeeded_run_kwargs,
+             body=lambda w, r: {"pairs": [{"prompt": "Hello?", "response": "Hello."}]},
+             note="readers score with a succeeded reward model"),
+    ],
     "api:schema": [
         Rule("GET", cells(ANON_API, 200, 200, 200, 200, 200, 200), note="SERVE_PERMISSIONS: IsAuthenticated"),
     ],
@@ -333,6 +657,13 @@ RULES: dict[str, list[Rule]] = {
 def _fast_passwords(settings) -> None:
     # Seven users per test: the default PBKDF2 hasher would make the matrix slow.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _model_roots(settings, tmp_path) -> None:
+    # Model paths in request bodies must lie under the roots: an empty one per test, never var/.
+    settings.ARBITER_MODEL_ROOTS = [tmp_path / "models"]
+    settings.ARBITER_TRAINING_DIR = tmp_path / "training"
 
 
 @pytest.fixture
@@ -482,6 +813,9 @@ ADMIN_EXCEPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "admin:autocomplete": ("GET", {"denied": "302→admin:login", "superuser": 403}),
     # Campaign has no get_absolute_url: no page to show.
     "admin:view_on_site": ("GET", {"superuser": 404}),
+    # The audit log is written by the services only: no adding or deleting entries by hand.
+    "admin:annotation_auditentry_add": ("GET", {"superuser": 403}),
+    "admin:annotation_auditentry_delete": ("GET", {"superuser": 403}),
 }
 
 
@@ -503,7 +837,20 @@ def _admin_object_ids(w: World) -> dict[str, Any]:
         "annotation_item": item.pk,
         "annotation_assignment": w.assignment.pk,
         "annotation_judgment": Judgment.objects.first().pk,
+        "annotation_invite": _invite(w).pk,
+        "annotation_auditentry": AuditEntry.objects.first().pk,
+        **_training_admin_ids(w),
     }
+
+
+def _training_admin_ids(w: World) -> dict[str, Any]:
+    from training.models import TrainingRule, TrainingRun
+
+    run = TrainingRun.objects.create(kind="reward", campaign=w.campaign, base_model_path="/models/m", config={},
+                                     created_by=w.users["manager"])  # fmt: skip
+    rule = TrainingRule.objects.create(campaign=w.campaign, kind="on_close", base_model_path="/models/m",
+                                       created_by=w.users["manager"])  # fmt: skip
+    return {"training_trainingrun": run.pk, "training_trainingrule": rule.pk}
 
 
 def _admin_url(route: Route, ids: dict[str, Any], w: World) -> str:

@@ -38,10 +38,12 @@ from annotation.models import (
     Item,
     ItemResponse,
     Judgment,
+    Membership,
     Response,
     Role,
 )
 from annotation.selectors import membership_role
+from annotation.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +131,9 @@ def dataset_create(
     # The campaign row serializes version numbering (the unique constraint backs it up).
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
     last = Dataset.objects.filter(campaign=campaign).aggregate(v=Max("version"))["v"] or 0
+    # Excluded members are named (pseudonymously) in the parameters, so the snapshot is the same
+    # whatever happens to their memberships after it is taken, and its card says who was left out.
+    cleaned["excluded_annotators"] = sorted(annotator_pseudonym(u) for u in excluded_annotator_ids(campaign=campaign))
     dataset = Dataset.objects.create(
         campaign=campaign,
         version=last + 1,
@@ -137,6 +142,10 @@ def dataset_create(
         campaign_version=campaign.version,
         status=Dataset.Status.BUILDING,
         created_by=created_by,
+    )
+    audit_record(
+        actor=created_by, campaign=campaign, action="dataset.create", target=f"dataset:{dataset.pk}",
+        after={"version": dataset.version, "method": method, "excluded_annotators": len(cleaned["excluded_annotators"])},
     )
     from annotation.tasks import build_dataset  # tasks import this module
 
@@ -187,6 +196,21 @@ def snapshot_judgments(*, campaign_id: int, last_judgment_id: int | None) -> Que
     )
 
 
+def excluded_annotator_ids(*, campaign: Campaign) -> set[int]:
+    """Return the ids of the campaign's members whose judgments are left out of aggregation now."""
+    return set(Membership.objects.filter(campaign=campaign, excluded=True).values_list("user_id", flat=True))
+
+
+def dataset_judgments(dataset: Dataset) -> QuerySet[Judgment]:
+    """Return the judgments the dataset was built from: current at its snapshot, excluded members left out."""
+    qs = snapshot_judgments(campaign_id=dataset.campaign_id, last_judgment_id=dataset.last_judgment_id)
+    excluded = set((dataset.params or {}).get("excluded_annotators") or [])
+    if not excluded:
+        return qs
+    annotators = qs.values_list("annotator_id", flat=True).distinct().order_by()
+    return qs.exclude(annotator_id__in=[a for a in annotators if annotator_pseudonym(a) in excluded])
+
+
 def dataset_rows_hash(rows: Iterable[Sequence[Any]]) -> str:
     """Return the sha256 of rows in canonical form (one JSON array per line, keys sorted)."""
     h = hashlib.sha256()
@@ -227,17 +251,24 @@ class _Snapshot:
 def _compute(dataset: Dataset) -> _Snapshot:
     campaign = dataset.campaign
     last_id = Judgment.objects.filter(campaign=campaign).aggregate(m=Max("pk"))["m"]
-    rows = [
-        JudgmentRow(
+    excluded = set((dataset.params or {}).get("excluded_annotators") or [])
+    pseudonym: dict[int, str] = {}
+    rows, dropped = [], 0
+    for j in snapshot_judgments(campaign_id=campaign.pk, last_judgment_id=last_id).values(
+        "pk", "item_id", "annotator_id", "outcome", "preferred_response_id", "strength", "answer",
+        "display_order", "item__is_gold", "item__gold",
+    ):
+        if excluded:
+            if j["annotator_id"] not in pseudonym:
+                pseudonym[j["annotator_id"]] = annotator_pseudonym(j["annotator_id"])
+            if pseudonym[j["annotator_id"]] in excluded:
+                dropped += 1
+                continue
+        rows.append(JudgmentRow(
             judgment_id=j["pk"], item_id=j["item_id"], annotator_id=j["annotator_id"], outcome=j["outcome"],
             preferred_response_id=j["preferred_response_id"], strength=j["strength"], answer=j["answer"] or {},
             display_order=j["display_order"] or [], is_gold=j["item__is_gold"], gold=j["item__gold"],
-        )
-        for j in snapshot_judgments(campaign_id=campaign.pk, last_judgment_id=last_id).values(
-            "pk", "item_id", "annotator_id", "outcome", "preferred_response_id", "strength", "answer",
-            "display_order", "item__is_gold", "item__gold",
-        )
-    ]
+        ))
     item_responses: dict[int, list[int]] = defaultdict(list)
     for item_id, response_id in (
         ItemResponse.objects.filter(item__campaign=campaign).order_by("item_id", "position").values_list(
@@ -250,9 +281,10 @@ def _compute(dataset: Dataset) -> _Snapshot:
                             params=dataset.params)
     regular = [p for p in judged.pairs if not p.is_gold]
     if not regular:
+        left_out = f" ({dropped} judgment(s) of excluded annotators were left out)" if dropped else ""
         raise DatasetBuildError(
             "There is nothing to aggregate yet: the campaign has no current judgments on regular items "
-            "that compare two responses. Collect judgments, then create the dataset again."
+            f"that compare two responses{left_out}. Collect judgments, then create the dataset again."
         )
     consensus = snapshot_consensus(judged.pairs, method=dataset.method, params=dataset.params)
     comparisons = snapshot_comparisons(consensus, regular, include_ties=dataset.params["include_ties"])
@@ -268,10 +300,13 @@ def _compute(dataset: Dataset) -> _Snapshot:
         comparisons=comparisons,
         judgment_count=len(used),
         annotator_count=len({p.annotator_id for p in regular}),
-        stats=snapshot_stats(
-            consensus=consensus, pairs=judged.pairs, comparisons=comparisons, pseudonyms=pseudonyms,
-            gold=judged.gold_answers,
-        ),
+        stats={
+            **snapshot_stats(
+                consensus=consensus, pairs=judged.pairs, comparisons=comparisons, pseudonyms=pseudonyms,
+                gold=judged.gold_answers,
+            ),
+            "excluded": {"annotators": sorted(excluded), "judgments": dropped},
+        },
         leaderboard=snapshot_leaderboard(regular, params=dataset.params),
     )
 
@@ -615,3 +650,68 @@ def snapshot_leaderboard(regular: Sequence[agg.PairwiseJudgment], *, params: Map
     ]
     return meta
 
+
+
+# --- live consensus for the manager's items page ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveConsensus:
+    """An item's consensus now, by majority of the current judgments of members not excluded.
+
+    `order` lists the item's response ids best first (pairwise: the winner first); `tie` is true
+    when the majority preferred neither; `agreement` is the winning answer's vote share (pairwise)
+    or the mean over the expanded pairs (rankings, ratings).
+    """
+
+    order: list[int]
+    tie: bool
+    agreement: float
+    judgments: int
+
+
+def items_live_consensus(*, campaign: Campaign, item_ids: Sequence[int]) -> dict[int, LiveConsensus]:
+    """Return the live majority consensus of each judged item in `item_ids` (excluded members left out)."""
+    excluded = excluded_annotator_ids(campaign=campaign)
+    judgments = (
+        Judgment.objects.filter(campaign=campaign, item_id__in=list(item_ids), superseded_by__isnull=True)
+        .exclude(annotator_id__in=excluded)
+        .values("pk", "item_id", "annotator_id", "outcome", "preferred_response_id", "strength", "answer",
+                "display_order")
+    )
+    rows = [
+        JudgmentRow(judgment_id=j["pk"], item_id=j["item_id"], annotator_id=j["annotator_id"], outcome=j["outcome"],
+                    preferred_response_id=j["preferred_response_id"], strength=j["strength"],
+                    answer=j["answer"] or {}, display_order=j["display_order"] or [])
+        for j in judgments
+    ]
+    if not rows:
+        return {}
+    item_responses: dict[int, list[int]] = defaultdict(list)
+    for item_id, response_id in ItemResponse.objects.filter(item_id__in={r.item_id for r in rows}).order_by(
+        "item_id", "position"
+    ).values_list("item_id", "response_id"):
+        item_responses[item_id].append(response_id)
+    judged = snapshot_pairs(rows, kind=campaign.kind, item_responses=item_responses, models={},
+                            params={"rating_criterion": None, "rating_tie_tolerance": 0.0})
+    if not judged.pairs:
+        return {}
+    consensus = agg.majority_vote(judged.pairs)
+    wins: dict[int, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    shares: dict[int, list[float]] = defaultdict(list)
+    for c in consensus.items:
+        item = _item_of(c.item_id)
+        shares[item].append(float(c.confidence))
+        winner = c.winner_id
+        for r in (c.response_a_id, c.response_b_id):
+            wins[item][r] += 0.5 if winner is None else float(r == winner)
+    counts: dict[int, int] = defaultdict(int)
+    for r in rows:
+        counts[r.item_id] += 1
+    out = {}
+    for item, score in wins.items():
+        order = sorted(item_responses[item], key=lambda r: (-score.get(r, 0.0), item_responses[item].index(r)))
+        top = [r for r in order if score.get(r, 0.0) == score.get(order[0], 0.0)]
+        out[item] = LiveConsensus(order=order, tie=len(top) > 1, agreement=round(sum(shares[item]) / len(shares[item]), 3),
+                                  judgments=counts[item])
+    return out

@@ -1,13 +1,31 @@
+"""Imports: validate a file against a campaign, show the report, then commit it all or nothing.
+
+`import_stage` validates an upload and keeps it (under MEDIA_ROOT/imports/<campaign>/) without
+writing any item; the manager reads the report; `import_commit` imports the kept file, checking
+every line again (the campaign may have changed meanwhile). `items_import` is the all-or-nothing
+write used by both, the API and the command line.
+"""
+
+import json
 import random
+import re
+import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F
 
-from annotation.errors import ApplicationError, ConflictError
+from annotation import events
+from annotation.errors import ApplicationError, ConflictError, field_error
 from annotation.importing import FORMATS, ImportReport, ItemRecord, parse_jsonl
 from annotation.models import GOLD_TARGET, Campaign, Item, ItemResponse, Prompt, Response
+from annotation.services.audit import audit_record
 
 RESPONSES_PER_ITEM = {
     Campaign.Kind.PAIRWISE: (2, 2),
@@ -61,8 +79,19 @@ def report_error(report: ImportReport) -> ImportRejected:
 
 
 @transaction.atomic
-def items_import(*, campaign: Campaign, lines: Iterable[bytes | str], format: str = "auto") -> ImportResult:
-    """Import JSONL lines as items, all or nothing: any bad line and nothing is written."""
+def items_import(
+    *,
+    campaign: Campaign,
+    lines: Iterable[bytes | str],
+    format: str = "auto",
+    actor: AbstractBaseUser | None = None,
+    source: str = "",
+) -> ImportResult:
+    """Import JSONL lines as items, all or nothing: any bad line and nothing is written.
+
+    Works on a draft, active or paused campaign: items added to a running campaign are served
+    at once. `source` (a file name) goes into the audit entry.
+    """
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
     if campaign.status == Campaign.Status.CLOSED:
         raise ConflictError("This campaign is closed; open a new campaign for more data.")
@@ -74,6 +103,102 @@ def items_import(*, campaign: Campaign, lines: Iterable[bytes | str], format: st
     Campaign.objects.filter(pk=campaign.pk).update(
         item_count=F("item_count") + regular, wanted_judgments=F("wanted_judgments") + regular * campaign.overlap
     )
+    audit_record(
+        actor=actor, campaign=campaign, action="import.commit", target=f"campaign:{campaign.pk}",
+        after={"items": result.items, "gold": result.items - regular, "responses": result.responses,
+               "formats": result.formats, **({"source": source} if source else {})},
+    )
+    events.campaign_changed(campaign_id=campaign.pk)
+    return result
+
+
+# --- validate, report, then commit --------------------------------------------------------------
+
+STAGE_MAX_AGE_SECONDS = 24 * 3600
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+@dataclass(frozen=True)
+class StagedImport:
+    """An upload that was validated: its report, and (when it is clean) the token to commit it."""
+
+    token: str
+    filename: str
+    format: str
+    report: ImportReport
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok
+
+    @property
+    def formats_text(self) -> str:
+        """E.g. "3 arbiter, 1 trl": how many items each format gave."""
+        return ", ".join(f"{n} {fmt}" for fmt, n in sorted(self.report.formats.items()))
+
+
+def _stage_dir(campaign: Campaign) -> Path:
+    return Path(settings.MEDIA_ROOT) / "imports" / str(campaign.pk)
+
+
+def _stage_paths(campaign: Campaign, token: str) -> tuple[Path, Path]:
+    base = _stage_dir(campaign)
+    return base / f"{token}.jsonl", base / f"{token}.json"
+
+
+def _sweep_stale(directory: Path) -> None:
+    cutoff = time.time() - STAGE_MAX_AGE_SECONDS
+    for path in directory.glob("*.json*"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except FileNotFoundError:  # swept by a concurrent upload
+            pass
+
+
+def import_stage(*, campaign: Campaign, upload: IO[bytes], filename: str = "", format: str = "auto") -> StagedImport:
+    """Validate an uploaded file against the campaign and keep it for `import_commit`; store no item.
+
+    Returns the report either way. A clean file is kept for a day under a random token; a file
+    with bad lines is not kept (nothing can be committed from it).
+    """
+    if format not in FORMATS:
+        raise field_error("format", f"must be one of {', '.join(FORMATS)}")
+    campaign = Campaign.objects.get(pk=campaign.pk)
+    if campaign.status == Campaign.Status.CLOSED:
+        raise ConflictError("This campaign is closed; open a new campaign for more data.")
+    directory = _stage_dir(campaign)
+    directory.mkdir(parents=True, exist_ok=True)
+    _sweep_stale(directory)
+    token = secrets.token_urlsafe(24)
+    data_path, meta_path = _stage_paths(campaign, token)
+    with data_path.open("wb") as out:
+        while chunk := upload.read(1024 * 1024):
+            out.write(chunk)
+    with data_path.open("rb") as fh:
+        report = items_parse(campaign=campaign, lines=fh, format=format)
+    if not report.ok:
+        data_path.unlink(missing_ok=True)
+        return StagedImport(token="", filename=filename, format=format, report=report)
+    meta_path.write_text(json.dumps({"format": format, "filename": filename, "items": len(report.records)}))
+    return StagedImport(token=token, filename=filename, format=format, report=report)
+
+
+def import_commit(*, campaign: Campaign, token: str, actor: AbstractBaseUser | None) -> ImportResult:
+    """Import a file kept by `import_stage`, all or nothing (every line is checked again), then forget it."""
+    data_path, meta_path = _stage_paths(campaign, token) if _TOKEN.match(token or "") else (None, None)
+    if data_path is None or not data_path.exists() or not meta_path.exists():
+        raise ConflictError(
+            "This upload is no longer waiting to be imported: it was imported already, or it was checked "
+            "more than a day ago. Upload the file again.",
+            extra={"fields": {"token": ["no file is waiting under this token"]}},
+        )
+    meta = json.loads(meta_path.read_text())
+    with data_path.open("rb") as fh:
+        result = items_import(campaign=campaign, lines=fh, format=meta["format"], actor=actor,
+                              source=meta.get("filename", ""))
+    data_path.unlink(missing_ok=True)
+    meta_path.unlink(missing_ok=True)
     return result
 
 

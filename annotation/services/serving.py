@@ -28,6 +28,7 @@ from annotation.models import (
     Membership,
     Role,
 )
+from training.services import training_rules_on_judgments
 
 _EXPIRE_BATCH = 200
 
@@ -292,6 +293,7 @@ def judgment_submit(*, assignment_id: int, annotator: AbstractBaseUser, answer: 
     assignment.status = Assignment.Status.SUBMITTED
     assignment.completed_at = timezone.now()
     assignment.save(update_fields=["status", "completed_at"])
+    training_rules_on_judgments(campaign_id=campaign.pk)  # one indexed EXISTS unless the campaign has rules
     events.campaign_changed(campaign_id=campaign.pk)
     return judgment, True
 

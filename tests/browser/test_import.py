@@ -1,4 +1,5 @@
-"""The manager's import form, in a real browser: a bad line is reported by number and nothing is stored."""
+"""The manager's import form, in a real browser: a file is checked before anything is stored; a bad
+line is reported by number and nothing is stored; a good file is committed only on confirmation."""
 
 import json
 
@@ -22,7 +23,7 @@ def upload(page, name: str, rows: list[str]) -> None:
         ]
     )
     with page.expect_navigation():  # a plain form POST: the answer is a new page
-        page.get_by_role("button", name="Validate and import").click()
+        page.get_by_role("button", name="Check file").click()
 
 
 def test_manager_import_reports_the_bad_line_then_imports_a_good_file(
@@ -60,6 +61,10 @@ def test_manager_import_reports_the_bad_line_then_imports_a_good_file(
     screenshot(page, "import-report-1280x800.png")
 
     upload(page, "good.jsonl", good)
+    assert page.get_by_role("heading", name="Ready to import").is_visible()
+    assert Item.objects.filter(campaign=campaign).count() == 0  # checked, not yet committed
+    with page.expect_navigation():
+        page.get_by_test_id("confirm-import").click()
     page.wait_for_url(f"**/campaigns/{campaign.pk}/")
     message = page.locator(".message-success")
     assert message.is_visible()
