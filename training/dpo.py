@@ -1,0 +1,909 @@
+"""Train a policy on preference pairs with Direct Preference Optimization (TRL's DPOTrainer). No Django.
+
+`train_dpo` reads top to bottom in phases:
+
+1. check the pairs (TRL conversational preference rows, as `train_reward_model` takes them)
+   and split off the held-out set (seeded),
+2. load the policy, the frozen reference (the policy's starting point unless another folder is
+   given) and the tokenizer from local folders (never a hub),
+3. tokenize each pair the way the policy is later sampled (`training.generation.prompt_text`)
+   and apply the length policy *before* TRL sees the data, counting every prompt cut, every
+   reply cut and every pair dropped: TRL's own collator would cut the replies' ends silently,
+4. train with TRL's `DPOTrainer`, calling `on_step` with metrics, polling `should_stop`,
+   checkpointing every `save_steps`,
+5. evaluate the held-out pairs: implicit reward accuracy (share of pairs with
+   beta*log(pi/pi_ref)(chosen) > the same for rejected) and mean margin, over every pair,
+6. save the policy (safetensors), tokenizer, `arbiter_dpo.json` and a model card.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from training.config import (
+    LR_SCHEDULERS,
+    MIXED_PRECISION,
+    TRUNCATION_POLICIES,
+    ConfigError,
+    _choices,
+    _require_int,
+    _require_number,
+)
+from training.runner import TrainerSpec, register
+
+LOSS_TYPES = ("sigmoid", "ipo", "hinge", "sigmoid_norm")
+CHECKPOINTS = "checkpoints"
+MODEL = "model"
+RUN_FILE = "run.json"
+ARBITER_FILE = "arbiter_dpo.json"
+# The held-out metrics, averaged over every pair (see ArbiterDPOTrainer).
+PAIR_METRICS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
+
+
+@dataclass
+class DPOConfig:
+    """Settings of one DPO run (TRL's `DPOTrainer`; loss `-logsigmoid(beta * margin)` by default)."""
+
+    output_dir: str
+    """Folder of the run: `checkpoints/` (for resuming) and `model/` (the final artifacts)."""
+
+    beta: float = 0.1
+    """Strength of the pull towards the reference policy: higher keeps the policy closer to it.
+    0.1 is the usual value; for `loss_type="ipo"` it is the regularizer tau."""
+
+    loss_type: str = "sigmoid"
+    """`"sigmoid"` (DPO), `"ipo"`, `"hinge"` (SLiC) or `"sigmoid_norm"` (DPO on the per-token
+    mean log-ratio, less biased towards long replies)."""
+
+    learning_rate: float = 1e-6
+    """Peak AdamW learning rate; 5e-7 to 5e-6 suits pretrained policies, 1e-3 tiny ones."""
+
+    num_train_epochs: float = 1.0
+    """Passes over the training pairs; ignored when `max_steps` is set."""
+
+    max_steps: int | None = None
+    """Optimizer steps to run; when set it overrides `num_train_epochs`."""
+
+    per_device_train_batch_size: int = 4
+    """Preference pairs per device per micro-batch (each pair is two sequences)."""
+
+    per_device_eval_batch_size: int = 8
+    """Preference pairs per device per evaluation batch."""
+
+    gradient_accumulation_steps: int = 1
+    """Micro-batches accumulated before each optimizer step."""
+
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+
+    warmup_ratio: float = 0.0
+    """Share of the total steps spent warming the learning rate up from 0."""
+
+    lr_scheduler_type: str = "linear"
+    """Learning-rate schedule after warm-up: one of `LR_SCHEDULERS`."""
+
+    max_grad_norm: float = 1.0
+    """Gradient-norm clipping threshold."""
+
+    max_length: int = 1024
+    """Most tokens of prompt + reply; longer pairs follow `truncation`."""
+
+    max_prompt_length: int = 512
+    """Most tokens of the prompt (the conversation before the replies); longer prompts follow
+    `truncation`. Must be below `max_length`, which leaves the replies at least the rest."""
+
+    truncation: str = "truncate_left"
+    """What to do with a pair over a limit: `"truncate_left"` cuts the prompt from the front
+    (its oldest turns) to `max_prompt_length`, then cuts the replies' ends to fit `max_length`;
+    `"drop"` leaves the pair out. Every cut and drop is counted in the result and the model
+    card, never silent."""
+
+    eval_fraction: float = 0.1
+    """Share of the pairs held out (by a seeded shuffle) for evaluation; 0 disables it."""
+
+    eval_steps: int | None = 50
+    """Evaluate the held-out pairs every this many steps (and always once at the end);
+    None evaluates only at the end."""
+
+    logging_steps: int = 10
+    """Report training metrics (and call `on_step`) every this many steps."""
+
+    save_steps: int = 50
+    """Save a resumable checkpoint every this many steps (and when stopped)."""
+
+    save_total_limit: int | None = 2
+    """Keep at most this many checkpoints; None keeps them all."""
+
+    seed: int = 42
+    """Seed of the held-out split and the data order."""
+
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory (slower)."""
+
+    mixed_precision: str = "auto"
+    """`"auto"` (bf16 on a GPU that supports it, float32 elsewhere), `"no"`, `"bf16"` or
+    `"fp16"`. bf16 on a CPU without native support is many times slower."""
+
+    _INT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "max_length",
+        "max_prompt_length",
+        "logging_steps",
+        "save_steps",
+        "seed",
+    )
+    _AT_LEAST_ONE: ClassVar[tuple[str, ...]] = (
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "max_prompt_length",
+        "logging_steps",
+        "save_steps",
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
+            raise ConfigError("output_dir", "`output_dir` must be a non-empty folder path string.")
+        for name in self._INT_FIELDS:
+            _require_int(name, getattr(self, name))
+        for name in ("max_steps", "eval_steps", "save_total_limit"):
+            if getattr(self, name) is not None:
+                _require_int(name, getattr(self, name))
+        for name in (
+            "beta",
+            "learning_rate",
+            "num_train_epochs",
+            "weight_decay",
+            "warmup_ratio",
+            "max_grad_norm",
+            "eval_fraction",
+        ):
+            _require_number(name, getattr(self, name))
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise ConfigError(
+                "gradient_checkpointing",
+                f"`gradient_checkpointing` must be true or false, got {self.gradient_checkpointing!r}.",
+            )
+
+        if not self.beta > 0:
+            raise ConfigError(
+                "beta",
+                f"`beta` must be > 0, got {self.beta}. Use 0.1 (the usual value); higher keeps the policy "
+                "closer to the reference.",
+            )
+        if self.loss_type not in LOSS_TYPES:
+            raise ConfigError(
+                "loss_type",
+                f"`loss_type` must be one of {_choices(LOSS_TYPES)}, got {self.loss_type!r}. Use 'sigmoid' for DPO.",
+            )
+        if not 0 < self.learning_rate < 1:
+            raise ConfigError(
+                "learning_rate",
+                f"`learning_rate` must be > 0 and < 1, got {self.learning_rate}. Use a small positive value "
+                "such as 1e-6 (pretrained policies) to 1e-3 (tiny models).",
+            )
+        if self.max_steps is None and not self.num_train_epochs > 0:
+            raise ConfigError(
+                "num_train_epochs",
+                f"`num_train_epochs` must be > 0, got {self.num_train_epochs}. Set it to 1 or more, or set "
+                "`max_steps`.",
+            )
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(
+                "max_steps",
+                f"`max_steps` must be >= 1, got {self.max_steps}. Leave it unset (null) to train for "
+                "`num_train_epochs` instead.",
+            )
+        for name in self._AT_LEAST_ONE:
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise ConfigError(
+                "eval_steps",
+                f"`eval_steps` must be >= 1, got {self.eval_steps}. Use null to evaluate only at the end.",
+            )
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ConfigError(
+                "save_total_limit",
+                f"`save_total_limit` must be >= 1, got {self.save_total_limit}. Use null to keep every checkpoint.",
+            )
+        if self.weight_decay < 0:
+            raise ConfigError(
+                "weight_decay", f"`weight_decay` must be >= 0, got {self.weight_decay}."
+            )
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(
+                "warmup_ratio", f"`warmup_ratio` must be >= 0 and < 1, got {self.warmup_ratio}."
+            )
+        if self.lr_scheduler_type not in LR_SCHEDULERS:
+            raise ConfigError(
+                "lr_scheduler_type",
+                f"`lr_scheduler_type` must be one of {_choices(LR_SCHEDULERS)}, got {self.lr_scheduler_type!r}.",
+            )
+        if not self.max_grad_norm > 0:
+            raise ConfigError(
+                "max_grad_norm", f"`max_grad_norm` must be > 0, got {self.max_grad_norm}."
+            )
+        if self.max_length < 8:
+            raise ConfigError(
+                "max_length",
+                f"`max_length` must be >= 8 tokens, got {self.max_length}. Typical values are 512 to 2048; it "
+                "cannot exceed the policy's position limit.",
+            )
+        if self.max_prompt_length >= self.max_length:
+            raise ConfigError(
+                "max_prompt_length",
+                f"`max_prompt_length` ({self.max_prompt_length}) must be below `max_length` ({self.max_length}), "
+                "so that the replies keep some room. Half of `max_length` is a usual choice.",
+            )
+        if self.truncation not in TRUNCATION_POLICIES:
+            raise ConfigError(
+                "truncation",
+                f"`truncation` must be one of {_choices(TRUNCATION_POLICIES)}, got {self.truncation!r}. Use "
+                "'truncate_left' to cut long prompts from the front, or 'drop' to leave long pairs out.",
+            )
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(
+                "eval_fraction",
+                f"`eval_fraction` must be >= 0 and < 1, got {self.eval_fraction}. Use 0.1 to hold out 10% of "
+                "the pairs, or 0 for no held-out evaluation.",
+            )
+        if self.seed < 0:
+            raise ConfigError("seed", f"`seed` must be >= 0, got {self.seed}.")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError(
+                "mixed_precision",
+                f"`mixed_precision` must be one of {_choices(MIXED_PRECISION)}, got {self.mixed_precision!r}.",
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DPOConfig:
+        """Build a config from a JSON-like dict, refusing keys that are not fields."""
+        if not isinstance(data, dict):
+            raise ConfigError(
+                "config", f"The config must be a JSON object, got {type(data).__name__}."
+            )
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [key for key in data if key not in known]
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise ConfigError(
+                str(key), f"Unknown config key `{key}`.{hint} Known keys: {', '.join(known)}."
+            )
+        if "output_dir" not in data:
+            raise ConfigError(
+                "output_dir", "`output_dir` is required: the folder the run writes to."
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a JSON-serializable dict (round-trips through `from_dict`)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class DPOLengthReport:
+    """What the length policy did to one split."""
+
+    policy: str
+    max_length: int
+    max_prompt_length: int
+    pairs: int
+    kept: int
+    prompt_truncated: int  # pairs whose prompt was cut from the front
+    reply_truncated: int  # pairs whose replies were cut at the end
+    dropped: int
+    longest: int  # tokens of the longest prompt + reply before the policy
+
+
+@dataclass
+class DPOResult:
+    """The outcome of `train_dpo`."""
+
+    status: str  # "completed" or "stopped" (should_stop returned True; resumable)
+    global_step: int
+    total_steps: int
+    metrics: dict[str, float]
+    eval_history: list[dict[str, float]]
+    log_history: list[dict[str, float]]
+    artifact_dir: Path | None
+    checkpoint_dir: Path | None
+    counts: dict[str, int]
+    length: dict[str, DPOLengthReport]
+    samples_per_second: float
+    train_runtime: float
+    tokenizer_changes: list[str] = field(default_factory=list)
+
+
+def train_dpo(
+    config: DPOConfig,
+    *,
+    dataset: Sequence[dict[str, Any]],
+    policy_path: str | Path,
+    reference_path: str | Path | None = None,
+    model_roots: Iterable[str | Path] | None = None,
+    dataset_hash: str = "",
+    on_step: Any = None,
+    should_stop: Any = None,
+    resume_from_checkpoint: bool | str | Path | None = None,
+) -> DPOResult:
+    """Fine-tune the causal LM at `policy_path` on `dataset` with DPO and save it.
+
+    Rows are `{"prompt": [messages], "chosen": [messages], "rejected": [messages]}`; without
+    `prompt`, chosen and rejected are whole conversations whose shared opening turns become the
+    prompt. A `margin` key is accepted and ignored. The reference policy is `reference_path`,
+    or the policy as loaded. `on_step(step, total_steps, metrics)` is called at every logging
+    step with the training metrics (loss, rewards/accuracies, rewards/margins, ...) and after
+    each evaluation with the `eval_*` metrics. `should_stop()` is polled after every optimizer
+    step; when it returns True a checkpoint is saved and the result has status "stopped". A
+    later call with the same config, data and models and `resume_from_checkpoint=True` (the
+    latest checkpoint) or a checkpoint path continues from that step with the same data order.
+    """
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
+
+    from training.formatting import prepare_tokenizer
+    from training.model_paths import local_model_dir, resolve_model_path
+    from training.reward import _ProgressCallback, split_held_out
+
+    output_dir = Path(config.output_dir)
+    checkpoint_root = output_dir / CHECKPOINTS
+
+    # 1. Pairs and held-out split ------------------------------------------------------------
+    pairs = check_dpo_pairs(dataset)
+    train_pairs, eval_pairs = split_held_out(pairs, config.eval_fraction, config.seed)
+
+    # 2. Policy, reference and tokenizer (local folders only) --------------------------------
+    def resolve(path: str | Path) -> Path:
+        return (
+            resolve_model_path(path, roots=model_roots)
+            if model_roots is not None
+            else local_model_dir(path)
+        )
+
+    policy_dir = resolve(policy_path)
+    reference_dir = resolve(reference_path) if reference_path is not None else policy_dir
+    identity = {
+        "config": config.to_dict(),
+        "data": _fingerprint(pairs),
+        "policy": str(policy_dir),
+        "reference": str(reference_dir),
+    }
+    resume_path = _prepare_output_dir(output_dir, identity, resume_from_checkpoint)
+    set_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(policy_dir, local_files_only=True)
+    tokenizer_changes = prepare_tokenizer(tokenizer)
+    policy = AutoModelForCausalLM.from_pretrained(
+        policy_dir, local_files_only=True, dtype=torch.float32
+    )
+    reference = AutoModelForCausalLM.from_pretrained(
+        reference_dir, local_files_only=True, dtype=torch.float32
+    )
+    if reference.config.vocab_size != policy.config.vocab_size:
+        raise ValueError(
+            f"The reference model {reference_dir} has a vocabulary of {reference.config.vocab_size} tokens and the "
+            f"policy {policy_dir} one of {policy.config.vocab_size}: they must share the tokenizer. Leave "
+            "reference_path unset to use the policy's starting point."
+        )
+    limit = getattr(policy.config, "max_position_embeddings", None)
+    if limit is not None and config.max_length > limit:
+        raise ValueError(
+            f"`max_length` ({config.max_length}) exceeds the policy's position limit "
+            f"(max_position_embeddings={limit}). Set max_length to {limit} or less."
+        )
+
+    # 3. Tokenize and apply the length policy ------------------------------------------------
+    train_rows, train_length = encode_dpo_pairs(train_pairs, tokenizer, config)
+    eval_rows, eval_length = encode_dpo_pairs(eval_pairs, tokenizer, config)
+    if not train_rows:
+        raise DatasetError(
+            f"All {len(train_pairs)} training pairs exceed max_length={config.max_length} or "
+            f"max_prompt_length={config.max_prompt_length} tokens and were dropped. Raise the limits or use "
+            "truncation='truncate_left'."
+        )
+
+    # 4. Train -------------------------------------------------------------------------------
+    progress = _ProgressCallback(on_step, should_stop)
+    trainer = _trainer_class()(
+        model=policy,
+        ref_model=reference,
+        args=_trl_args(config, checkpoint_root, has_eval=bool(eval_rows)),
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        callbacks=[progress],
+    )
+    trainer.remove_callback(PrinterCallback)  # metrics go to on_step, not stdout
+    train_output = trainer.train(resume_from_checkpoint=str(resume_path) if resume_path else None)
+    state = trainer.state
+    counts = {
+        "pairs": len(pairs),
+        "train_pairs": len(train_rows),
+        "eval_pairs": len(eval_rows),
+        "prompt_truncated": train_length.prompt_truncated + eval_length.prompt_truncated,
+        "reply_truncated": train_length.reply_truncated + eval_length.reply_truncated,
+        "dropped": train_length.dropped + eval_length.dropped,
+    }
+    result = DPOResult(
+        status="stopped" if progress.stopped else "completed",
+        global_step=state.global_step,
+        total_steps=state.max_steps,
+        metrics={"train_loss": float(train_output.training_loss)},
+        eval_history=progress.eval_history,
+        log_history=progress.log_history,
+        artifact_dir=None,
+        checkpoint_dir=_last_checkpoint(checkpoint_root),
+        counts=counts,
+        length={"train": train_length, "eval": eval_length},
+        samples_per_second=float(train_output.metrics.get("train_samples_per_second", 0.0)),
+        train_runtime=float(train_output.metrics.get("train_runtime", 0.0)),
+        tokenizer_changes=tokenizer_changes,
+    )
+    if progress.stopped:
+        return result
+
+    # 5. Final held-out evaluation (unless the last step just ran one) -----------------------
+    if eval_rows and not (
+        progress.eval_history and progress.eval_history[-1]["step"] == state.global_step
+    ):
+        trainer.evaluate()
+    if progress.eval_history:
+        result.metrics.update(
+            {k: v for k, v in progress.eval_history[-1].items() if k.startswith("eval_")}
+        )
+
+    # 6. Artifacts ---------------------------------------------------------------------------
+    from training.reward import _versions
+
+    artifact_dir = output_dir / MODEL
+    trainer.save_model(str(artifact_dir))  # safetensors weights + tokenizer (with chat template)
+    summary = {
+        "policy_path": str(policy_dir),
+        "reference_path": str(reference_dir),
+        "dataset_hash": dataset_hash,
+        "config": config.to_dict(),
+        "tokenizer_changes": tokenizer_changes,
+        "counts": counts,
+        "length": {k: asdict(v) for k, v in result.length.items()},
+        "metrics": result.metrics,
+        "eval_history": result.eval_history,
+        "global_step": state.global_step,
+        "samples_per_second": result.samples_per_second,
+        "versions": _versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (artifact_dir / ARBITER_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    (artifact_dir / "README.md").write_text(model_card(summary))
+    result.artifact_dir = artifact_dir
+    return result
+
+
+class DatasetError(ValueError):
+    """A preference dataset that cannot be trained on; the message names the row and field."""
+
+
+@dataclass(frozen=True)
+class DPOPair:
+    """One preference: the conversation so far and two candidate continuations."""
+
+    prompt: list[dict[str, str]]
+    chosen: list[dict[str, str]]
+    rejected: list[dict[str, str]]
+
+
+def check_dpo_pairs(dataset: Sequence[dict[str, Any]]) -> list[DPOPair]:
+    """Return the rows as pairs, or raise DatasetError naming the first bad row and field.
+
+    Without a `prompt`, the turns chosen and rejected share at their start become the prompt.
+    """
+    from training.formatting import FormatError, check_messages
+
+    if not isinstance(dataset, Sequence) or isinstance(dataset, str | bytes):
+        raise DatasetError(
+            f"dataset must be a list of preference rows (dicts), got {type(dataset).__name__}"
+        )
+    if len(dataset) < 2:
+        raise DatasetError(f"dataset has {len(dataset)} row(s); DPO needs at least 2 pairs")
+    pairs = []
+    for i, row in enumerate(dataset):
+        if not isinstance(row, dict):
+            raise DatasetError(
+                f"row {i}: must be a dict with prompt/chosen/rejected, got {type(row).__name__}"
+            )
+        try:
+            prompt = check_messages(row.get("prompt", []), f"row {i}: prompt", allow_empty=True)
+            for key in ("chosen", "rejected"):
+                if key not in row:
+                    raise FormatError(f"row {i}: {key}: missing")
+            chosen = check_messages(row["chosen"], f"row {i}: chosen")
+            rejected = check_messages(row["rejected"], f"row {i}: rejected")
+        except FormatError as exc:
+            raise DatasetError(
+                f"{exc}. Rows use TRL's conversational preference format: "
+                "{'prompt': [messages], 'chosen': [messages], 'rejected': [messages]}."
+            ) from None
+        if not prompt:
+            shared = 0
+            while (
+                shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]
+            ):
+                shared += 1
+            prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
+        if not prompt:
+            raise DatasetError(
+                f"row {i}: prompt: DPO needs the conversation the replies answer. Give a 'prompt', or chosen and "
+                "rejected conversations that share their opening turns."
+            )
+        pairs.append(DPOPair(prompt, chosen, rejected))
+    return pairs
+
+
+def encode_dpo_pairs(
+    pairs: Sequence[DPOPair], tokenizer: Any, config: DPOConfig
+) -> tuple[list[dict[str, list[int]]], DPOLengthReport]:
+    """Tokenize pairs into TRL's processed form (prompt/chosen/rejected ids), applying the length policy.
+
+    The prompt is rendered as the policy is sampled (`prompt_text`); each reply is what the
+    full conversation adds after it, ending with EOS (appended when the chat template does not
+    end the turn with it), so the policy learns to stop.
+    """
+    from training.formatting import encode, truncate_left
+    from training.generation import encode_prompt
+
+    eos = tokenizer.eos_token_id
+    special = frozenset(tokenizer.all_special_ids)
+    rows: list[dict[str, list[int]]] = []
+    prompt_cut = reply_cut = dropped = longest = 0
+    for pair in pairs:
+        prompt_ids = encode_prompt(tokenizer, pair.prompt)
+        fulls = [
+            encode(tokenizer, tokenizer.apply_chat_template(pair.prompt + reply, tokenize=False))
+            for reply in (pair.chosen, pair.rejected)
+        ]
+        # The reply starts where prompt and conversation diverge (templates may render a prompt
+        # alone differently, and tokens can merge across the boundary), as in TRL.
+        shared = min(_common_prefix(prompt_ids, full) for full in fulls)
+        prompt_ids = prompt_ids[:shared]
+        chosen_ids, rejected_ids = (
+            full[shared:] + ([eos] if eos not in full[shared:] else []) for full in fulls
+        )
+        longest = max(longest, len(prompt_ids) + max(len(chosen_ids), len(rejected_ids)))
+        too_long_prompt = len(prompt_ids) > config.max_prompt_length
+        if config.truncation == "drop":
+            if (
+                too_long_prompt
+                or len(prompt_ids) + max(len(chosen_ids), len(rejected_ids)) > config.max_length
+            ):
+                dropped += 1
+                continue
+        else:
+            if too_long_prompt:
+                prompt_cut += 1
+                prompt_ids = truncate_left(prompt_ids, config.max_prompt_length, special)
+            room = config.max_length - len(prompt_ids)
+            if max(len(chosen_ids), len(rejected_ids)) > room:
+                reply_cut += 1
+                chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
+        rows.append(
+            {"prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids}
+        )
+    report = DPOLengthReport(
+        policy=config.truncation,
+        max_length=config.max_length,
+        max_prompt_length=config.max_prompt_length,
+        pairs=len(pairs),
+        kept=len(rows),
+        prompt_truncated=prompt_cut,
+        reply_truncated=reply_cut,
+        dropped=dropped,
+        longest=longest,
+    )
+    return rows, report
+
+
+def model_card(summary: dict[str, Any]) -> str:
+    """Render the README.md saved with a DPO-trained policy."""
+    config = summary["config"]
+    counts = summary["counts"]
+    length = summary["length"]
+    metric_rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(summary["metrics"].items()))
+    versions = ", ".join(f"{k} {v}" for k, v in summary["versions"].items())
+    losses = {
+        "sigmoid": "-logsigmoid(beta * margin)",
+        "ipo": "(margin_per_token - 1 / (2 * beta))^2",
+        "hinge": "relu(1 - beta * margin)",
+        "sigmoid_norm": "-logsigmoid(beta * margin_per_token)",
+    }
+    policy = (
+        "prompts cut from the front (oldest turns first), then replies cut at the end"
+        if config["truncation"] == "truncate_left"
+        else "pairs left out of training"
+    )
+    reference = (
+        "the policy's starting point"
+        if summary["reference_path"] == summary["policy_path"]
+        else f"`{summary['reference_path']}`"
+    )
+    return f"""---
+library_name: transformers
+pipeline_tag: text-generation
+tags: [arbiter, dpo, trl]
+---
+
+# Policy trained with DPO
+
+Trained by Arbiter with TRL's `DPOTrainer` from the local policy `{summary["policy_path"]}`,
+reference policy {reference}. Loss `{config["loss_type"]}`: `{losses[config["loss_type"]]}`, where
+margin = log(pi/pi_ref)(chosen) - log(pi/pi_ref)(rejected), beta = {config["beta"]}.
+
+## Data
+
+- dataset hash: `{summary["dataset_hash"] or "not given"}`
+- pairs: {counts["pairs"]} in all; {counts["train_pairs"]} trained on, {counts["eval_pairs"]} held out
+  (share {config["eval_fraction"]}, seed {config["seed"]})
+- length policy `{config["truncation"]}` at {config["max_length"]} tokens (prompt at most {config["max_prompt_length"]}): {policy}.
+  Train: {length["train"]["prompt_truncated"]} prompts cut, {length["train"]["reply_truncated"]} replies cut, {length["train"]["dropped"]} dropped of {length["train"]["pairs"]};
+  held out: {length["eval"]["prompt_truncated"]} prompts cut, {length["eval"]["reply_truncated"]} replies cut, {length["eval"]["dropped"]} dropped of {length["eval"]["pairs"]}.
+
+## Final metrics (held out: rewards/accuracies = share of pairs whose chosen reply gets the higher implicit reward)
+
+| metric | value |
+| --- | --- |
+{metric_rows}
+
+## Config
+
+```json
+{json.dumps(config, indent=2)}
+```
+
+## Use
+
+Prompts are rendered with the saved chat template up to where the assistant's reply starts
+(`training.generation.prompt_text`); replies end with the EOS token.
+`training.generation.generate_responses(prompts, [path], k=..., max_new_tokens=..., temperature=...)`
+samples from it.
+
+Tokenizer changes made for training: {"; ".join(summary["tokenizer_changes"]) or "none"}.
+Trained {summary["created"]} with {versions}; {summary["global_step"]} optimizer steps.
+"""
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _fingerprint(pairs: Sequence[DPOPair]) -> str:
+    from training.reward import dataset_fingerprint
+
+    return dataset_fingerprint([asdict(p) for p in pairs])
+
+
+def _last_checkpoint(checkpoint_root: Path) -> Path | None:
+    from training.reward import _last_checkpoint as last
+
+    return last(checkpoint_root)
+
+
+def _prepare_output_dir(
+    output_dir: Path, identity: dict[str, Any], resume_from_checkpoint: bool | str | Path | None
+) -> Path | None:
+    """Record the run's identity; on resume, check it matches and return the checkpoint."""
+    run_file = output_dir / RUN_FILE
+    checkpoint_root = output_dir / CHECKPOINTS
+    if resume_from_checkpoint in (None, False):
+        if _last_checkpoint(checkpoint_root) is not None:
+            raise ValueError(
+                f"{checkpoint_root} already holds checkpoints of an earlier run. Pass "
+                "resume_from_checkpoint=True to continue it, or use a new output_dir."
+            )
+        output_dir.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps(identity, indent=2) + "\n")
+        return None
+    if resume_from_checkpoint is True:
+        path = _last_checkpoint(checkpoint_root)
+        if path is None:
+            raise ValueError(f"No checkpoint to resume from in {checkpoint_root}.")
+    else:
+        path = Path(resume_from_checkpoint)
+        if not (path / "trainer_state.json").is_file():
+            raise ValueError(f"{path} is not a training checkpoint (no trainer_state.json).")
+    if run_file.is_file():
+        before = json.loads(run_file.read_text())
+        changed = [
+            key
+            for key in ("config", "data", "policy", "reference")
+            if before.get(key) != identity[key]
+        ]
+        if changed:
+            what = {
+                "data": "dataset",
+                "policy": "policy model",
+                "reference": "reference model",
+            }.get(changed[0], changed[0])
+            raise ValueError(
+                f"Cannot resume: the {what} differs from the run that wrote {path}. Resume with the same config, "
+                "dataset and models, or start a new run in a new output_dir."
+            )
+    return path
+
+
+def _trl_args(config: DPOConfig, checkpoint_root: Path, *, has_eval: bool) -> Any:
+    """Map Arbiter's config onto TRL's DPOConfig, overriding its CPU-hostile defaults."""
+    import torch
+    from trl import DPOConfig as TRLDPOConfig
+
+    if config.mixed_precision == "auto":
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    else:
+        bf16 = config.mixed_precision == "bf16"
+    evaluate_every = has_eval and config.eval_steps is not None
+    return TRLDPOConfig(
+        output_dir=str(checkpoint_root),
+        beta=config.beta,
+        loss_type=[config.loss_type],
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler_type,
+        max_grad_norm=config.max_grad_norm,
+        # TRL turns bf16 on whenever fp16 is off and gradient checkpointing on by default: both
+        # are explicit here (bf16 on a CPU without native support is many times slower).
+        bf16=bf16,
+        fp16=config.mixed_precision == "fp16",
+        gradient_checkpointing=config.gradient_checkpointing,
+        # The length policy was applied already; TRL's collator would cut the replies' ends silently.
+        max_length=None,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        eval_strategy="steps" if evaluate_every else "no",
+        eval_steps=config.eval_steps if evaluate_every else None,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        save_only_model=False,  # optimizer, scheduler and RNG states make resuming exact
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        push_to_hub=False,
+    )
+
+
+_TRAINER_CLASS: type | None = None
+
+
+def _trainer_class() -> type:
+    """Return ArbiterDPOTrainer, defined on first use so that importing this module needs no TRL."""
+    global _TRAINER_CLASS
+    if _TRAINER_CLASS is not None:
+        return _TRAINER_CLASS
+    from trl import DPOTrainer
+
+    class ArbiterDPOTrainer(DPOTrainer):
+        """TRL's DPOTrainer on pre-tokenized pairs, with held-out metrics over every pair and no telemetry.
+
+        TRL averages the eval reward accuracy and margins per batch, which is off when the last
+        batch is short; here each batch mean is weighted by its number of pairs.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._eval_batches: list[tuple[int, dict[str, float]]] = []
+            super().__init__(*args, **kwargs)
+
+        def _send_telemetry(self) -> None:
+            # Arbiter makes no network calls at run time beyond its configured services.
+            return None
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            # Rows arrive tokenized, with the length policy applied (encode_dpo_pairs).
+            if "prompt_ids" in dataset.column_names:
+                return dataset
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            out = super()._compute_loss(model, inputs, return_outputs)
+            if not self.model.training:
+                batch = self._metrics["eval"]
+                self._eval_batches.append(
+                    (inputs["input_ids"].shape[0] // 2, {k: batch[k][-1] for k in PAIR_METRICS})
+                )
+            return out
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if not self.model.training and self._eval_batches:
+                total = sum(n for n, _ in self._eval_batches)
+                for key in PAIR_METRICS:
+                    self._metrics["eval"][key] = [
+                        sum(n * m[key] for n, m in self._eval_batches) / total
+                    ]
+                self._eval_batches = []
+            super().log(logs, start_time)
+
+    _TRAINER_CLASS = ArbiterDPOTrainer
+    return ArbiterDPOTrainer
+
+
+def train_dpo_run(
+    config: DPOConfig,
+    *,
+    dataset: Sequence[dict[str, Any]],
+    base_model_path: str | Path,
+    model_roots: Iterable[str | Path] | None = None,
+    dataset_hash: str = "",
+    on_step: Any = None,
+    should_stop: Any = None,
+    resume_from_checkpoint: bool | str | Path | None = None,
+) -> DPOResult:
+    """Run `train_dpo` under the training runs' calling convention (`training.runner`).
+
+    A run's base model is the policy; the reference is the policy as it starts.
+    """
+    return train_dpo(
+        config,
+        dataset=dataset,
+        policy_path=base_model_path,
+        model_roots=model_roots,
+        dataset_hash=dataset_hash,
+        on_step=on_step,
+        should_stop=should_stop,
+        resume_from_checkpoint=resume_from_checkpoint,
+    )
+
+
+register(
+    TrainerSpec(
+        kind="dpo",
+        config_class="training.dpo:DPOConfig",
+        train="training.dpo:train_dpo_run",
+        title="DPO",
+        data="preference",
+        choices={
+            "loss_type": LOSS_TYPES,
+            "truncation": TRUNCATION_POLICIES,
+            "mixed_precision": MIXED_PRECISION,
+            "lr_scheduler_type": LR_SCHEDULERS,
+        },
+    )
+)
+
+__all__ = [
+    "DPOConfig",
+    "DPOLengthReport",
+    "DPOPair",
+    "DPOResult",
+    "DatasetError",
+    "LOSS_TYPES",
+    "check_dpo_pairs",
+    "encode_dpo_pairs",
+    "model_card",
+    "train_dpo",
+    "train_dpo_run",
+]
