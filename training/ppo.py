@@ -869,7 +869,7 @@ class PPOTrainer:
         self.pad_id = tokenizer.pad_token_id
         self.stop_ids = sorted(eos_token_ids(tokenizer, self.policy) - {self.pad_id})
 
-        # PromptInput token ids, rendered as generation renders them, cut from the front
+        # Prompt token ids, rendered as generation renders them, cut from the front
         special = frozenset(tokenizer.all_special_ids)
         self.prompt_ids = [
             truncate_left(encode_prompt(tokenizer, p), config.max_prompt_length, special)
@@ -1177,7 +1177,9 @@ class PPOTrainer:
             texts.append(self.tokenizer.decode(row[:end], skip_special_tokens=True).strip())
         return texts
 
-    def _score(self, indices: list[int], prompts: list[PromptInput], texts: list[str]) -> torch.Tensor:
+    def _score(
+        self, indices: list[int], prompts: list[PromptInput], texts: list[str]
+    ) -> torch.Tensor:
         import torch
 
         if self.reward_fn is not None:
@@ -1381,16 +1383,18 @@ def train_ppo(
 ) -> PPOResult:
     """Train the policy at `policy_path` with PPO against a reward model and save it.
 
-    Prompts are strings (one user message) or lists of {role, content} messages ending with a
-    user or system turn. The reward is the reward model's score of (prompt, response), read
-    the way `training.scoring` reads it, unless `reward_fn(prompts, responses)` is given: it
-    then replaces the score (the value model still starts from the reward model). The
-    reference policy is `reference_path`, by default the starting policy. With `model_roots`
-    every model path must lie under one of them. `on_step(step, total_steps, metrics,
-    details)` is called after every step; `should_stop()` is polled after every step and
-    stops the run with a checkpoint. A later call with the same arguments and
-    `resume_from_checkpoint=True` (the latest checkpoint) or a checkpoint path continues on
-    exactly the trajectory an uninterrupted run would have taken.
+    Prompts are lists of {role, content} messages ending with a user or system turn, or
+    strings: the policy continues a string as plain text (as `training.generation` samples
+    it) and the reward model reads it as one user message. The reward is the reward model's
+    score of (prompt, response), read the way `training.scoring` reads it, unless
+    `reward_fn(prompts, responses)` is given: it then replaces the score (the value model
+    still starts from the reward model). The reference policy is `reference_path`, by
+    default the starting policy. With `model_roots` every model path must lie under one of
+    them. `on_step(step, total_steps, metrics, details)` is called after every step;
+    `should_stop()` is polled after every step and stops the run with a checkpoint. A later
+    call with the same arguments and `resume_from_checkpoint=True` (the latest checkpoint) or
+    a checkpoint path continues on exactly the trajectory an uninterrupted run would have
+    taken.
     """
     trainer = PPOTrainer(
         config,
