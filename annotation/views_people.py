@@ -67,7 +67,8 @@ def campaign_member_add_page(request: HttpRequest, campaign: Campaign) -> HttpRe
             field, _, detail = exc.message.partition(": ")
             form.add_error(field if field in form.fields and detail else None, detail or exc.message)
         else:
-            messages.success(request, f"{m.user.get_username()} is now a {m.role} in this campaign.")
+            article = "an" if m.role == Role.ANNOTATOR else "a"
+            messages.success(request, f"{m.user.get_username()} is now {article} {m.role} in this campaign.")
             return redirect("campaign_people", campaign_id=campaign.pk)
     return render(request, "annotation/campaign_people.html", _people_context(request, campaign, add_form=form),
                   status=400)
