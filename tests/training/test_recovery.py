@@ -41,7 +41,7 @@ def world(settings, tiny_models, tmp_path, make_campaign, annotator, manager):
         yield build_dataset(campaign, manager)
 
 
-def start_worker(tmp_path: Path, settings, name: str) -> subprocess.Popen:
+def start_worker(tmp_path: Path, settings, name: str, *, stale_seconds: float = 3600) -> subprocess.Popen:
     """Start a real training worker on the private broker and this test's database."""
     env = {
         **os.environ,
@@ -52,7 +52,7 @@ def start_worker(tmp_path: Path, settings, name: str) -> subprocess.Popen:
         "ARBITER_MODEL_ROOTS": os.pathsep.join(str(r) for r in settings.ARBITER_MODEL_ROOTS),
         "ARBITER_TRAINING_DIR": str(settings.ARBITER_TRAINING_DIR),
         "ARBITER_TRAINING_HEARTBEAT_SECONDS": str(HEARTBEAT),
-        "ARBITER_TRAINING_STALE_SECONDS": "3600",  # this test calls the recovery itself
+        "ARBITER_TRAINING_STALE_SECONDS": str(stale_seconds),  # by default the tests call the recovery
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
@@ -153,3 +153,25 @@ def test_recovery_requeues_when_auto_resume_is_on(world, manager, settings, tmp_
     queued = list((tmp_path / "data" / "broker" / "queue").glob("*.training.msg"))
     assert len(queued) == 2  # the first queueing and the automatic resume
 
+
+
+def test_a_starting_worker_ends_the_runs_a_dead_one_left_running(world, manager, settings, tmp_path):
+    """The recovery also runs when a worker starts (Celery's worker_ready), before it takes tasks."""
+    run = training_run_create(
+        dataset=world, base_model_path=str(settings.ARBITER_MODEL_ROOTS[0] / "tiny-reward-base"),
+        config=dict(TINY_CONFIG), created_by=manager,
+    )  # fmt: skip
+    long_ago = timezone.now() - timedelta(minutes=10)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status="running", started_at=long_ago, heartbeat_at=long_ago, worker="lost-host:1", celery_task_id="gone"
+    )
+    worker = start_worker(tmp_path, settings, "restarted", stale_seconds=60)
+    try:
+        wait_for(
+            lambda: TrainingRun.objects.get(pk=run.pk).status == "failed",
+            timeout=120, what="the starting worker to recover the run", log=tmp_path / "restarted.log",
+        )  # fmt: skip
+    finally:
+        _stop(worker)
+    run.refresh_from_db()
+    assert "(lost-host:1) stopped sending heartbeats" in run.error

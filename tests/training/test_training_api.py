@@ -9,7 +9,12 @@ from annotation.services.campaigns import membership_add
 from training.execution import training_run_execute
 from training.models import TrainingRun
 
-from .test_runs_support import TINY_CONFIG, apply_training_settings, make_ready_dataset
+from .test_runs_support import (
+    TINY_CONFIG,
+    apply_training_settings,
+    make_ready_dataset,
+    private_broker,
+)
 
 pytestmark = [pytest.mark.training, pytest.mark.django_db]
 
@@ -226,3 +231,57 @@ def test_a_snapshot_kind_needs_a_dataset(training_settings, ready_dataset, manag
     assert response.status_code == 400
     assert response.json()["message"] == "dataset_id: give the dataset snapshot to train on (or campaign_id for PPO)"
     assert not TrainingRun.objects.exists()
+
+
+@pytest.fixture
+def committed_dataset(make_campaign, annotator, researcher, manager, tmp_path):
+    """`ready_dataset` in a transactional test: its build task goes to a broker no worker reads."""
+    with private_broker(tmp_path / "broker"):
+        yield make_ready_dataset(make_campaign, annotator, researcher, manager)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_run_websocket_sends_a_snapshot_then_what_is_new_and_refuses_others(
+    training_settings, committed_dataset, manager, researcher, outsider, settings, tiny_models
+):
+    """Readers get the run, its metrics and log, then each new line; anyone else is closed with 4403."""
+    from django.test import Client
+
+    from config.asgi import application
+    from tests.annotation.test_live import ORIGIN, WebsocketCommunicator, run_async
+    from training.consumers import CLOSE_FORBIDDEN, run_live_path
+    from training.services import training_log, training_run_create
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    run = training_run_create(dataset=committed_dataset, base_model_path=str(tiny_models.reward_base),
+                              config=dict(TINY_CONFIG), created_by=manager, queue=False)  # fmt: skip
+
+    def socket(user) -> WebsocketCommunicator:
+        client = Client()
+        client.force_login(user)
+        cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+        return WebsocketCommunicator(application, run_live_path(run.pk), headers=[ORIGIN, cookie])
+
+    async def refused(comm) -> int:
+        accepted, _ = await comm.connect()
+        assert accepted
+        closed = await comm.receive_output(2)
+        await comm.wait(1)
+        return closed.get("code")
+
+    async def follow(comm) -> tuple[dict, dict]:
+        accepted, _ = await comm.connect()
+        assert accepted
+        first = await comm.receive_json_from(timeout=3)
+        from channels.db import database_sync_to_async
+
+        await database_sync_to_async(training_log)(run_id=run.pk, message="<b>a line</b> from the worker")
+        update = await comm.receive_json_from(timeout=5)
+        await comm.disconnect()
+        return first, update
+
+    assert run_async(refused, socket(outsider)) == CLOSE_FORBIDDEN
+    first, update = run_async(follow, socket(researcher))
+    assert first["type"] == "snapshot" and first["run"]["id"] == run.pk and first["run"]["status"] == "queued"
+    assert first["metrics"] == [] and first["log"][0]["message"].startswith("Queued by manager")
+    assert update["type"] == "update" and [line["message"] for line in update["log"]] == ["<b>a line</b> from the worker"]
