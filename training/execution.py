@@ -43,7 +43,7 @@ from training.runner import (
     launch_with_accelerate,
     train_in_process,
 )
-from training.services import training_log, training_run_output_dir
+from training.services import training_log, training_model_roots, training_run_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _train(run: TrainingRun, on_progress: OnProgress | None) -> dict[str, Any]:
         )
     recorder = _StepRecorder(run.pk, on_progress)
     should_stop = _CancelPoll(run.pk, settings.ARBITER_TRAINING_CANCEL_POLL_SECONDS)
-    roots = [str(root) for root in settings.ARBITER_MODEL_ROOTS]
+    roots = [str(root) for root in training_model_roots()]
     if run.gpus > 1 or settings.ARBITER_TRAINING_LAUNCHER == "accelerate":
         output_dir.mkdir(parents=True, exist_ok=True)
         dataset_file = output_dir / "dataset.jsonl"
@@ -211,7 +211,12 @@ class _StepRecorder:
         self.run_id = run_id
         self.on_progress = on_progress
 
-    def __call__(self, step: int, total: int, metrics: dict[str, float]) -> None:
+    def __call__(
+        self, step: int, total: int, metrics: dict[str, float], details: dict[str, Any] | None = None
+    ) -> None:
+        """Record one step; `details` (PPO) may carry the step's warnings and a sample table."""
+        if details:
+            self._details(step, details)
         held_out = any(name.startswith("eval_") for name in metrics)
         split = TrainingMetric.Split.EVAL if held_out else TrainingMetric.Split.TRAIN
         values = {name: float(value) for name, value in metrics.items()}
@@ -226,6 +231,17 @@ class _StepRecorder:
             training_log(run_id=self.run_id, message=metrics_line(step, total, split, values))
         if self.on_progress is not None:
             self.on_progress(step, total, values)
+
+
+    def _details(self, step: int, details: dict[str, Any]) -> None:
+        with transaction.atomic():
+            for warning in details.get("warnings") or []:
+                training_log(run_id=self.run_id, message=f"Warning: {warning}")
+            samples = details.get("samples")
+            if samples:
+                run = TrainingRun.objects.select_for_update().get(pk=self.run_id)
+                run.summary = {**run.summary, "samples": {"step": step, "rows": list(samples)}}
+                run.save(update_fields=["summary"])
 
 
 def metrics_line(step: int, total: int, split: str, values: dict[str, float]) -> str:
@@ -322,7 +338,10 @@ def _finish(run: TrainingRun, outcome: dict[str, Any]) -> None:
         )
     else:
         fields["status"] = TrainingRun.Status.SUCCEEDED
-        fields["summary"] = {"metrics": outcome["metrics"], **outcome.get("details", {})}
+        # Keep what the steps stored (PPO's latest sample table) beside the final figures.
+        stored = TrainingRun.objects.filter(pk=run.pk).values_list("summary", flat=True).first() or {}
+        kept = {k: v for k, v in stored.items() if k == "samples"}
+        fields["summary"] = {**kept, "metrics": outcome["metrics"], **outcome.get("details", {})}
         accuracy = outcome["metrics"].get("eval_accuracy")
         message = (
             f"Succeeded after {outcome['global_step']} steps"

@@ -78,6 +78,13 @@ class PPOConfig:
     output_dir: str
     """Folder of the run: `checkpoints/` (for resuming) and `model/` (the final policy)."""
 
+    reward_model_path: str = ""
+    """Reward-model folder scored against, for runs started in Arbiter (`train_ppo_run` passes it
+    on; a direct `train_ppo` call names it as an argument instead). The value model starts from it."""
+
+    reference_path: str | None = None
+    """Frozen reference policy for the KL penalty; empty: the policy as the run starts."""
+
     learning_rate: float = 3e-6
     """Peak Adam learning rate of the policy and the value model; 1e-6 to 1e-5 suits
     pretrained models, 1e-3 tiny ones."""
@@ -225,6 +232,14 @@ class PPOConfig:
         for name in ("missing_eos_penalty", "kl_target", "reward_clip"):
             if getattr(self, name) is not None:
                 _require_number(name, getattr(self, name))
+        if not isinstance(self.reward_model_path, str):
+            raise ConfigError(
+                "reward_model_path", "`reward_model_path` must be a folder path string."
+            )
+        if self.reference_path is not None and not isinstance(self.reference_path, str):
+            raise ConfigError(
+                "reference_path", "`reference_path` must be a folder path string or empty."
+            )
         if not isinstance(self.whiten_rewards, bool):
             raise ConfigError(
                 "whiten_rewards",
@@ -1267,7 +1282,7 @@ class PPOTrainer:
         """Write policy, value model, optimizers, schedules, RNG and data state; keep the newest."""
         import torch
 
-        path = self.checkpoint_root / f"step-{self.global_step}"
+        path = self.checkpoint_root / f"checkpoint-{self.global_step}"
         partial = path.with_name(path.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         self.policy.save_pretrained(partial / "policy", safe_serialization=True)
@@ -1576,11 +1591,11 @@ def _checkpoints(checkpoint_root: Path) -> list[Path]:
         p
         for p in checkpoint_root.iterdir()
         if p.is_dir()
-        and p.name.startswith("step-")
-        and p.name[5:].isdigit()
+        and p.name.startswith("checkpoint-")
+        and p.name[11:].isdigit()
         and (p / STATE_FILE).is_file()
     ]
-    return sorted(found, key=lambda p: int(p.name[5:]))
+    return sorted(found, key=lambda p: int(p.name[11:]))
 
 
 def _last_checkpoint(checkpoint_root: Path) -> Path | None:
@@ -1611,3 +1626,63 @@ __all__ = [
     "train_ppo",
     "truncate_after_stop",
 ]
+
+
+def train_ppo_run(
+    config: PPOConfig,
+    *,
+    dataset: Sequence[dict[str, Any]],
+    base_model_path: str | Path,
+    model_roots: Iterable[str | Path] | None = None,
+    dataset_hash: str = "",
+    on_step: Callable[..., None] | None = None,
+    should_stop: ShouldStop | None = None,
+    resume_from_checkpoint: bool | str | Path | None = None,
+) -> PPOResult:
+    """Run `train_ppo` under the training runs' calling convention (`training.runner`).
+
+    The rows are prompt rows (`{"prompt": [messages]}`) of a campaign or a dataset snapshot; the
+    run's base model is the policy; the reward model (and reference) come from the config.
+    """
+    del dataset_hash  # the prompts' own fingerprint guards resumes
+    if not config.reward_model_path:
+        raise ConfigError(
+            "reward_model_path", "A PPO run needs `reward_model_path`: a trained reward-model folder."
+        )
+    prompts = [row["prompt"] for row in dataset]
+    return train_ppo(
+        config,
+        prompts=prompts,
+        policy_path=base_model_path,
+        reward_model_path=config.reward_model_path,
+        reference_path=config.reference_path or None,
+        model_roots=model_roots,
+        on_step=on_step,
+        should_stop=should_stop,
+        resume_from_checkpoint=resume_from_checkpoint,
+    )
+
+
+def _register() -> None:
+    from training.runner import TrainerSpec, register
+
+    register(
+        TrainerSpec(
+            kind="ppo",
+            config_class="training.ppo:PPOConfig",
+            train="training.ppo:train_ppo_run",
+            title="PPO",
+            data="prompts",
+            choices={
+                "kl_estimator": KL_ESTIMATORS,
+                "reward_normalization": REWARD_NORMALIZATIONS,
+                "lr_decay": LR_DECAYS,
+            },
+            model_paths=("reward_model_path", "reference_path"),
+            required_model_paths=("reward_model_path",),
+            multi_gpu=False,  # one device: the rollout, scoring and update share it
+        )
+    )
+
+
+_register()

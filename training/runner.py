@@ -70,6 +70,9 @@ class TrainerSpec:
     choices: dict[str, tuple[str, ...]] = field(
         default_factory=dict
     )  # allowed values of string fields
+    model_paths: tuple[str, ...] = ()  # config fields naming model folders (checked like the base model)
+    required_model_paths: tuple[str, ...] = ()  # those of them a run must set
+    multi_gpu: bool = True  # whether `accelerate launch` across several GPUs is supported
 
     def load_config_class(self) -> type:
         return _load(self.config_class)
@@ -291,7 +294,9 @@ def last_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
     for child in root.iterdir():
         name = child.name
         if child.is_dir() and name.startswith("checkpoint-") and name[11:].isdigit():
-            if (child / "trainer_state.json").is_file() and (
+            # trainer_state.json: a transformers Trainer's checkpoint; .pt: Arbiter's PPO one.
+            state = child / "trainer_state.json", child / "trainer_state.pt"
+            if (state[0].is_file() or state[1].is_file()) and (
                 best is None or int(name[11:]) > best[0]
             ):
                 best = (int(name[11:]), child)

@@ -77,15 +77,33 @@ def training_config_clean(*, kind: str, config: Mapping[str, Any] | None) -> dic
     cleaned = built.to_dict()
     for name in SET_BY_ARBITER:
         cleaned.pop(name, None)
+    for name in spec.model_paths:
+        if cleaned.get(name):
+            cleaned[name] = _model_path(f"config.{name}", cleaned[name])
+        elif name in spec.required_model_paths:
+            raise field_error(
+                f"config.{name}",
+                f"is required for a {spec.title} run: a model folder under ARBITER_MODEL_ROOTS "
+                "or a finished run's model",
+            )
     return cleaned
 
 
-def training_model_path_clean(*, base_model_path: Any) -> str:
-    """Return the real path of a base-model folder under ARBITER_MODEL_ROOTS, or raise naming the field."""
+def training_model_roots() -> list[Path]:
+    """Return the folders models may be loaded from: the model roots and the runs' own folder."""
+    return [*settings.ARBITER_MODEL_ROOTS, Path(settings.ARBITER_TRAINING_DIR)]
+
+
+def _model_path(field_name: str, path: Any) -> str:
     try:
-        return str(resolve_model_path(base_model_path, roots=settings.ARBITER_MODEL_ROOTS))
+        return str(resolve_model_path(path, roots=training_model_roots()))
     except ModelPathError as exc:
-        raise field_error("base_model_path", str(exc)) from exc
+        raise field_error(field_name, str(exc)) from exc
+
+
+def training_model_path_clean(*, base_model_path: Any) -> str:
+    """Return the real path of a base-model folder (see `training_model_roots`), or raise naming the field."""
+    return _model_path("base_model_path", base_model_path)
 
 
 def _gpus_clean(gpus: Any) -> int:
@@ -148,6 +166,8 @@ def training_run_create(
             "dataset_id", f"a {spec.title.lower()} run trains on a dataset snapshot; choose one"
         )
     gpus = _gpus_clean(gpus)
+    if gpus > 1 and not spec.multi_gpu:
+        raise field_error("gpus", f"a {spec.title} run trains on one device; ask for 0 or 1 GPU")
     model_path = training_model_path_clean(base_model_path=base_model_path)
     _require_manager(created_by, campaign)
 

@@ -542,7 +542,7 @@ def test_resume_continues_on_exactly_the_same_trajectory(tiny_models, tmp_path):
         **paths,
     )
     assert (first.status, first.global_step, first.artifact_dir) == ("stopped", 2, None)
-    assert first.checkpoint_dir.name == "step-2"
+    assert first.checkpoint_dir.name == "checkpoint-2"
     with pytest.raises(ValueError, match=re.escape("already holds checkpoints of an earlier run")):
         train_ppo(config, prompts=PROMPTS, **paths)
     changed = small_config(tmp_path, "resumed", **{**overrides, "kl_coef": 0.2})
