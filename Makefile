@@ -29,6 +29,8 @@ frontend: frontend/dist/.built
 run: install frontend
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py seed_demo
+	@# Tiny local models under the default model root, so the demo can train a reward model and PPO.
+	test -f var/models/tiny-causal-lm/config.json || $(PY) manage.py build_tiny_models var/models
 	$(PY) manage.py run_arbiter
 
 test: install frontend
