@@ -178,6 +178,8 @@ SPECTACULAR_SETTINGS = {
         "DatasetStatusEnum": "annotation.models.Dataset.Status",
         "TrainingRunKindEnum": "training.models.TrainingRun.Kind",
         "TrainingRunStatusEnum": "training.models.TrainingRun.Status",
+        "TrainingRuleKindEnum": "training.models.TrainingRule.Kind",
+        "DatasetMethodEnum": "annotation.models.Dataset.Method",
     },
 }
 

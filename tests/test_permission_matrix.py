@@ -272,6 +272,15 @@ def _succeeded_run_kwargs(w: World) -> dict:
     return {"run_id": run.pk}
 
 
+def _rule_kwargs(w: World) -> dict:
+    """A training rule of campaign A (on close), made by its manager."""
+    from training.models import TrainingRule
+
+    rule = TrainingRule.objects.create(campaign=w.campaign, kind="on_close", base_model_path="/models/m",
+                                       created_by=w.users["manager"])  # fmt: skip
+    return {"rule_id": rule.pk}
+
+
 def _list_with_run_of_a(w: World) -> dict:
     _TINY["run_of_a"] = _training_run(w).pk
     return {}
@@ -640,6 +649,46 @@ RULES: dict[str, list[Rule]] = {
         Rule("POST", cells(ANON_API, 404, 404, 200, 200, 404, 200), kwargs=_succeeded_run_kwargs,
              body=lambda w, r: {"pairs": [{"prompt": "Hello?", "response": "Hello."}]},
              note="readers score with a succeeded reward model"),
+    ],
+    # -- Training rules: the campaign's managers and superusers; its researchers 403, anyone else 404 --
+    "training_rule_list": [
+        Rule("GET", cells(LOGIN, 404, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
+    "training_rule_new": [
+        Rule("GET", cells(LOGIN, 404, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+        Rule("POST", cells(LOGIN, 404, 404, 403, 400, 404, 400), kwargs=_campaign_kwargs,
+             body=lambda w, r: {"kind": "every_n_judgments", "n": "0"},
+             note="invalid form: allowed roles see it again (400)"),
+    ],
+    "training_rule_edit": [
+        Rule("GET", cells(LOGIN, 404, 404, 403, 200, 404, 200), kwargs=_rule_kwargs),
+        Rule("POST", cells(LOGIN, 404, 404, 403, 400, 404, 400), kwargs=_rule_kwargs,
+             body=lambda w, r: {"kind": "sometimes"}, note="invalid form: allowed roles see it again (400)"),
+    ],
+    "training_rule_set_active": [
+        Rule("POST", cells(LOGIN, 404, 404, 403, RedirectTo("training_rule_list"), 404,
+                           RedirectTo("training_rule_list")), kwargs=_rule_kwargs, body=lambda w, r: {"active": "0"}),
+    ],
+    "training_rule_delete": [
+        Rule("POST", cells(LOGIN, 404, 404, 403, RedirectTo("training_rule_list"), 404,
+                           RedirectTo("training_rule_list")), kwargs=_rule_kwargs),
+    ],
+    "api:training_rule_list": [
+        Rule("GET", cells(ANON_API, 404, 404, 403, 200, 404, 200), kwargs=_campaign_kwargs),
+    ],
+    "api:training_rule_create": [
+        Rule("POST", cells(ANON_API, 404, 404, 403, 201, 404, 201), kwargs=_campaign_kwargs,
+             body=lambda w, r: {"kind": "on_close", "base_model_path": _tiny_reward_base()}),
+    ],
+    "api:training_rule_detail": [
+        Rule("GET", cells(ANON_API, 404, 404, 403, 200, 404, 200), kwargs=_rule_kwargs),
+    ],
+    "api:training_rule_update": [
+        Rule("POST", cells(ANON_API, 404, 404, 403, 200, 404, 200), kwargs=_rule_kwargs,
+             body=lambda w, r: {"is_active": False}),
+    ],
+    "api:training_rule_delete": [
+        Rule("POST", cells(ANON_API, 404, 404, 403, 204, 404, 204), kwargs=_rule_kwargs),
     ],
     "api:schema": [
         Rule("GET", cells(ANON_API, 200, 200, 200, 200, 200, 200), note="SERVE_PERMISSIONS: IsAuthenticated"),

@@ -10,14 +10,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Count, Max, QuerySet, Sum
 
 from annotation.errors import ForbiddenError, NotFoundError
-from annotation.models import Campaign, Dataset, Membership, Role
+from annotation.models import Campaign, CampaignCounter, Dataset, Membership, Role
 from annotation.selectors import User, membership_role
 from training.models import TrainingLogLine, TrainingMetric, TrainingRule, TrainingRun
 
 VIEWERS = (Role.MANAGER, Role.RESEARCHER)
+RULES_FORBIDDEN = "Only the campaign's managers see and change its training rules."
 
 
 def is_training_staff(user: User) -> bool:
@@ -91,10 +92,23 @@ def training_campaign_get_for_user(*, user: User, campaign_id: int) -> Campaign:
         return campaign
     role = membership_role(user=user, campaign=campaign)
     if role == Role.RESEARCHER:
-        raise ForbiddenError("Only the campaign's managers start training runs.", extra={"role": role})
+        raise ForbiddenError(
+            "Only the campaign's managers start training runs.", extra={"role": role}
+        )
     if role != Role.MANAGER:
         raise NotFoundError("Campaign not found.", extra={"campaign_id": campaign_id})
     return campaign
+
+
+def training_campaigns_for_user(*, user: User) -> QuerySet[Campaign]:
+    """Return the campaigns whose prompts the user may train on (staff: all; else those they manage)."""
+    campaigns = Campaign.objects.order_by("-created_at", "-id")
+    if not user.is_authenticated:
+        return campaigns.none()
+    if is_training_staff(user):
+        return campaigns
+    managed = Membership.objects.filter(user=user, role=Role.MANAGER).values("campaign_id")
+    return campaigns.filter(pk__in=managed)
 
 
 def training_datasets_for_user(*, user: User) -> QuerySet[Dataset]:
@@ -128,8 +142,78 @@ def training_run_log(
 
 
 def training_rules_for_campaign(*, campaign_id: int) -> QuerySet[TrainingRule]:
-    """Return the campaign's training rules (the caller has authorized the campaign)."""
-    return TrainingRule.objects.filter(campaign_id=campaign_id).order_by("id")
+    """Return the campaign's training rules (the caller has authorized the campaign), oldest first,
+    each with `run_count` (the runs it started) and `last_run_at` (when it last started one)."""
+    return (
+        TrainingRule.objects.filter(campaign_id=campaign_id)
+        .select_related("created_by")
+        .annotate(run_count=Count("runs"), last_run_at=Max("runs__queued_at"))
+        .order_by("id")
+    )
+
+
+def training_judgment_count(*, campaign_id: int) -> int:
+    """Return the campaign's judgments on regular items, as the rules count them (from the counters)."""
+    total = CampaignCounter.objects.filter(campaign_id=campaign_id).aggregate(n=Sum("judgments"))[
+        "n"
+    ]
+    return int(total or 0)
+
+
+def training_rule_campaign_get_for_user(*, user: User, campaign_id: int) -> Campaign:
+    """Return the campaign if the user may see and change its rules: staff, or one of its managers."""
+    try:
+        return training_campaign_get_for_user(user=user, campaign_id=campaign_id)
+    except ForbiddenError as exc:
+        raise ForbiddenError(RULES_FORBIDDEN, extra=exc.extra) from exc
+
+
+def training_rule_get_for_user(*, user: User, rule_id: int) -> TrainingRule:
+    """Return the rule if the user may change it: staff, or a manager of its campaign.
+
+    Its campaign's researchers get "forbidden"; anyone else "not found".
+    """
+    rule = None
+    if isinstance(rule_id, int) and user.is_authenticated:
+        rule = (
+            TrainingRule.objects.select_related("campaign", "created_by").filter(pk=rule_id).first()
+        )
+    if rule is None:
+        raise NotFoundError("Training rule not found.", extra={"rule_id": rule_id})
+    if is_training_staff(user):
+        return rule
+    role = membership_role(user=user, campaign=rule.campaign)
+    if role == Role.RESEARCHER:
+        raise ForbiddenError(RULES_FORBIDDEN, extra={"role": role})
+    if role != Role.MANAGER:
+        raise NotFoundError("Training rule not found.", extra={"rule_id": rule_id})
+    return rule
+
+
+def training_rule_runs(
+    *, rules: Iterable[TrainingRule], per_rule: int = 5
+) -> dict[int, list[TrainingRun]]:
+    """Return each rule's newest runs (at most `per_rule`), newest first, by rule id."""
+    ids = [rule.pk for rule in rules]
+    found: dict[int, list[TrainingRun]] = {pk: [] for pk in ids}
+    runs = (
+        TrainingRun.objects.filter(rule_id__in=ids)
+        .select_related("dataset")
+        .order_by("-queued_at", "-id")
+    )
+    for run in runs:
+        if len(found[run.rule_id]) < per_rule:
+            found[run.rule_id].append(run)
+    return found
+
+
+def training_reward_runs_succeeded(*, user: User, limit: int = 100) -> QuerySet[TrainingRun]:
+    """Return the succeeded reward-model runs with a saved model that the user may read, newest first."""
+    return (
+        training_run_list_for_user(user=user)
+        .filter(kind=TrainingRun.Kind.REWARD, status=TrainingRun.Status.SUCCEEDED)
+        .filter(artifacts__has_key="model")[:limit]
+    )
 
 
 def base_models_available(

@@ -3,11 +3,12 @@
  *
  * Draws the state embedded in the page (`#run-page-data`: the run, its metric rows, its log),
  * then opens the run's websocket and applies each `{"type": "snapshot" | "update", run, metrics,
- * log}` message: the progress bar, the loss and accuracy charts (Chart.js, bundled) and the log
- * change without a reload. Cancel and resume go through the HTTP API. Reconnects with capped,
+ * log}` message: the progress bar, the charts (Chart.js, bundled), the PPO sample table and the
+ * log change without a reload. Which charts and final figures a run shows depends on its kind
+ * (the table in run_view.ts). Cancel and resume go through the HTTP API. Reconnects with capped,
  * jittered exponential backoff; a 4403 close (not allowed any more) stops and asks for a reload.
  *
- * Log lines and errors are inserted as text, never as HTML.
+ * Log lines, errors and sampled model outputs are inserted as text, never as HTML.
  */
 import {
   Chart,
@@ -19,28 +20,34 @@ import {
   Tooltip,
   type ChartDataset,
 } from 'chart.js';
+import {
+  finalFacts,
+  isWarning,
+  kindView,
+  sampleTable,
+  seriesPoints,
+  type ChartSpec,
+  type MetricRow,
+  type RunSummary,
+} from './run_view';
 import './styles/run.css';
 
 Chart.register(LineController, LineElement, PointElement, LinearScale, Legend, Tooltip);
 
+type LineChart = Chart<'line', { x: number; y: number }[]>;
+
 interface Run {
   id: number;
+  kind: string;
   status: 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
   step: number;
   total_steps: number;
   progress: number;
   error: string;
   cancel_requested: boolean;
-  summary: { metrics?: Record<string, number>; counts?: Record<string, number> };
+  summary: RunSummary;
   artifacts: Record<string, string | null>;
   heartbeat_at: string | null;
-}
-
-interface MetricRow {
-  id: number;
-  step: number;
-  split: 'train' | 'eval';
-  values: Record<string, number>;
 }
 
 interface LogLine {
@@ -91,18 +98,8 @@ const LIVE_LABELS: Record<Live, string> = {
   reconnecting: 'Reconnecting…',
   stopped: 'Not live: reload the page',
 };
-const FINAL_METRICS: [string, string, (v: number) => string][] = [
-  ['eval_accuracy', 'Held-out accuracy', (v) => v.toFixed(4)],
-  ['eval_loss', 'Held-out loss', (v) => v.toFixed(4)],
-  ['eval_margin', 'Held-out mean margin', (v) => v.toFixed(4)],
-  ['train_loss', 'Training loss (mean)', (v) => v.toFixed(4)],
-];
-
-/** The two series a chart draws: a metric of the training steps and its held-out twin. */
-const CHARTS: Record<string, { train: string; eval: string; min?: number; max?: number }> = {
-  loss: { train: 'loss', eval: 'eval_loss', min: 0 },
-  accuracy: { train: 'accuracy', eval: 'eval_accuracy', min: 0, max: 1 },
-};
+const SERIES_COLORS = ['#3b5bdb', '#c77700', '#2b8a3e', '#ae3ec9'];
+const ENDED: Run['status'][] = ['succeeded', 'failed', 'cancelled'];
 
 function socketUrl(path: string): string {
   const url = new URL(path, window.location.href);
@@ -114,16 +111,19 @@ class RunPage {
   private run: Run;
   private readonly metrics = new Map<string, MetricRow>(); // "split:step" -> row (a resumed run re-logs steps)
   private readonly logIds = new Set<number>();
-  private readonly charts = new Map<string, Chart<'line', { x: number; y: number }[]>>();
+  private readonly charts = new Map<string, { spec: ChartSpec; chart: LineChart; card: HTMLElement }>();
+  private warnings = 0;
 
   constructor(
     private readonly root: HTMLElement,
     private readonly data: PageData,
   ) {
     this.run = data.initial.run;
-    for (const canvas of root.querySelectorAll<HTMLCanvasElement>('canvas[data-chart]')) {
-      const name = canvas.dataset.chart ?? '';
-      if (CHARTS[name]) this.charts.set(name, this.makeChart(canvas, name));
+    const grid = this.el('run-charts');
+    for (const spec of grid ? kindView(this.run.kind).charts : []) {
+      const { card, canvas } = this.chartCard(spec);
+      grid?.append(card);
+      this.charts.set(spec.id, { spec, chart: this.makeChart(canvas, spec), card });
     }
     for (const [action, url] of [
       ['cancel', data.cancelUrl],
@@ -138,7 +138,8 @@ class RunPage {
     this.run = state.run;
     for (const row of state.metrics) this.metrics.set(`${row.split}:${row.step}`, row);
     this.renderRun();
-    if (state.metrics.length) this.renderCharts();
+    this.renderCharts();
+    this.renderSamples();
     this.appendLog(state.log);
   }
 
@@ -196,14 +197,7 @@ class RunPage {
     if (!section || !list) return;
     section.hidden = this.run.status !== 'succeeded';
     if (section.hidden) return;
-    const metrics = this.run.summary.metrics ?? {};
-    const facts: [string, string][] = [];
-    for (const [key, label, format] of FINAL_METRICS) {
-      if (typeof metrics[key] === 'number') facts.push([label, format(metrics[key])]);
-    }
-    const counts = this.run.summary.counts;
-    if (counts) facts.push(['Pairs', `${counts.train_pairs ?? '?'} trained on, ${counts.eval_pairs ?? '?'} held out`]);
-    if (this.run.artifacts.model) facts.push(['Model', this.run.artifacts.model]);
+    const facts = finalFacts(this.run.kind, this.run.summary ?? {}, this.run.artifacts.model);
     list.replaceChildren(
       ...facts.flatMap(([term, value]) => {
         const dt = document.createElement('dt');
@@ -215,22 +209,47 @@ class RunPage {
     );
   }
 
-  private makeChart(canvas: HTMLCanvasElement, name: string): Chart<'line', { x: number; y: number }[]> {
-    const spec = CHARTS[name];
-    const series = (label: string, color: string, dashed: boolean): ChartDataset<'line', { x: number; y: number }[]> => ({
-      label,
-      data: [],
-      borderColor: color,
-      backgroundColor: color,
-      borderWidth: 2,
-      borderDash: dashed ? [6, 4] : [],
-      pointRadius: dashed ? 3 : 0,
-      pointHoverRadius: 4,
-      tension: 0.15,
+  /** Return a chart's card: a heading and a canvas named for screen readers. */
+  private chartCard(spec: ChartSpec): { card: HTMLElement; canvas: HTMLCanvasElement } {
+    const card = document.createElement('section');
+    card.className = 'card';
+    const heading = document.createElement('h2');
+    heading.id = `chart-${spec.id}-heading`;
+    heading.textContent = spec.title;
+    card.setAttribute('aria-labelledby', heading.id);
+    const box = document.createElement('div');
+    box.className = 'run-chart';
+    const canvas = document.createElement('canvas');
+    canvas.dataset.chart = spec.id;
+    canvas.dataset.testid = `${spec.id}-chart`;
+    canvas.setAttribute('role', 'img');
+    canvas.setAttribute('aria-label', spec.description);
+    box.append(canvas);
+    card.append(heading, box);
+    return { card, canvas };
+  }
+
+  private makeChart(canvas: HTMLCanvasElement, spec: ChartSpec): LineChart {
+    const datasets = spec.series.map((series, i): ChartDataset<'line', { x: number; y: number }[]> => {
+      const color = SERIES_COLORS[i % SERIES_COLORS.length];
+      const dashed = series.split === 'eval';
+      return {
+        label: series.label,
+        data: [],
+        borderColor: color,
+        backgroundColor: color,
+        borderWidth: 2,
+        borderDash: dashed ? [6, 4] : [],
+        pointRadius: dashed ? 3 : 0,
+        pointHoverRadius: 4,
+        tension: 0.15,
+        yAxisID: series.right ? 'y1' : 'y',
+      };
     });
+    const right = spec.series.some((series) => series.right);
     return new Chart<'line', { x: number; y: number }[]>(canvas, {
       type: 'line',
-      data: { datasets: [series('Training', '#3b5bdb', false), series('Held out', '#c77700', true)] },
+      data: { datasets },
       options: {
         maintainAspectRatio: false,
         animation: false,
@@ -240,27 +259,70 @@ class RunPage {
         scales: {
           x: { type: 'linear', title: { display: true, text: 'step' }, ticks: { precision: 0 }, min: 0 },
           y: { type: 'linear', suggestedMin: spec.min, suggestedMax: spec.max },
+          ...(right
+            ? {
+                y1: {
+                  type: 'linear' as const,
+                  position: 'right' as const,
+                  grid: { drawOnChartArea: false },
+                  title: { display: !!spec.rightTitle, text: spec.rightTitle ?? '' },
+                },
+              }
+            : {}),
         },
-        plugins: { legend: { position: 'bottom', labels: { boxWidth: 12 } } },
+        plugins: {
+          // A series whose metric the run does not log is left out of the legend.
+          legend: {
+            position: 'bottom',
+            labels: { boxWidth: 12, filter: (item, data) => data.datasets[item.datasetIndex ?? 0].data.length > 0 },
+          },
+        },
       },
     });
   }
 
   private renderCharts(): void {
-    const rows = [...this.metrics.values()].sort((a, b) => a.step - b.step);
-    for (const [name, chart] of this.charts) {
-      const spec = CHARTS[name];
-      const points = (split: MetricRow['split'], key: string) =>
-        rows
-          .filter((r) => r.split === split && typeof r.values[key] === 'number' && Number.isFinite(r.values[key]))
-          .map((r) => ({ x: r.step, y: r.values[key] }));
-      chart.data.datasets[0].data = points('train', spec.train);
-      chart.data.datasets[1].data = points('eval', spec.eval);
+    const rows = [...this.metrics.values()];
+    const ended = ENDED.includes(this.run.status);
+    for (const { spec, chart, card } of this.charts.values()) {
+      spec.series.forEach((series, i) => {
+        chart.data.datasets[i].data = seriesPoints(rows, series);
+      });
       const x = chart.options.scales?.x;
       if (x) x.max = this.run.total_steps || undefined;
       chart.update('none');
-      chart.canvas.dataset.points = String(chart.data.datasets.reduce((n, d) => n + d.data.length, 0));
+      const points = chart.data.datasets.reduce((n, d) => n + d.data.length, 0);
+      chart.canvas.dataset.points = String(points);
+      // A chart of metrics this run never logged says nothing once the run has ended.
+      card.hidden = ended && points === 0;
     }
+  }
+
+  private renderSamples(): void {
+    const section = this.el('samples');
+    const body = section?.querySelector('tbody');
+    if (!section || !body) return;
+    const table = sampleTable(this.run.summary ?? {});
+    section.hidden = table === null;
+    if (table === null) return;
+    const caption = this.el('samples-step');
+    if (caption) caption.textContent = table.step !== null ? `Sampled at step ${table.step}.` : '';
+    body.replaceChildren(
+      ...table.rows.map((row) => {
+        const tr = document.createElement('tr');
+        const prompt = document.createElement('td');
+        prompt.className = 'run-sample-text';
+        prompt.textContent = row.prompt; // model and user text: never parsed as HTML
+        const response = document.createElement('td');
+        response.className = 'run-sample-text';
+        response.textContent = row.response;
+        const score = document.createElement('td');
+        score.className = 'text-right nowrap';
+        score.textContent = row.score === null ? '—' : row.score.toFixed(3);
+        tr.append(prompt, response, score);
+        return tr;
+      }),
+    );
   }
 
   private appendLog(lines: LogLine[]): void {
@@ -272,6 +334,11 @@ class RunPage {
       this.logIds.add(line.id);
       const item = document.createElement('li');
       item.className = `run-log-${line.level}`;
+      if (isWarning(line)) {
+        item.classList.add('run-log-warning');
+        item.dataset.warning = '';
+        this.warnings += 1;
+      }
       const time = document.createElement('time');
       time.dateTime = line.at;
       time.textContent = new Date(line.at).toLocaleTimeString();
@@ -279,6 +346,11 @@ class RunPage {
       list.append(item);
     }
     if (atBottom) list.scrollTop = list.scrollHeight;
+    const count = this.el('warning-count');
+    if (count) {
+      count.hidden = this.warnings === 0;
+      count.textContent = `${this.warnings} warning${this.warnings === 1 ? '' : 's'}`;
+    }
   }
 
   private async act(action: 'cancel' | 'resume', url: string): Promise<void> {
