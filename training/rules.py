@@ -20,7 +20,7 @@ from annotation.selectors import membership_role
 from annotation.services.audit import audit_changes, audit_record
 from training.models import TrainingRule, TrainingRun
 from training.selectors import training_judgment_count
-from training.services import _gpus_clean, training_config_clean, training_model_path_clean
+from training.services import gpus_clean, training_config_clean, training_model_path_clean
 
 
 class _Unset:
@@ -93,7 +93,7 @@ def training_rule_create(
     params = _dataset_params_clean(dataset_method, dataset_params)
     model_path = training_model_path_clean(base_model_path=base_model_path)
     cleaned_config = training_config_clean(kind=TrainingRun.Kind.REWARD, config=config)
-    cleaned_gpus = _gpus_clean(gpus)
+    cleaned_gpus = gpus_clean(gpus)
     _require_manager(created_by, campaign)
     rule = TrainingRule(
         campaign=campaign,
@@ -156,7 +156,7 @@ def training_rule_update(
     if config is not UNSET:
         rule.config = training_config_clean(kind=TrainingRun.Kind.REWARD, config=config)
     if gpus is not UNSET:
-        rule.gpus = _gpus_clean(gpus)
+        rule.gpus = gpus_clean(gpus)
     if is_active is not UNSET:
         if not isinstance(is_active, bool):
             raise field_error("is_active", f"must be true or false, got {is_active!r}")

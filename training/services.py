@@ -17,18 +17,18 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import Q
 from django.utils import timezone
 
 from annotation.errors import ApplicationError, ConflictError, ForbiddenError, field_error
-from annotation.models import Campaign, CampaignCounter, Dataset, Role
+from annotation.models import Campaign, Dataset, Role
 from annotation.selectors import membership_role
 from training import events
 from training.config import ConfigError
 from training.model_paths import ModelPathError, resolve_model_path
 from training.models import TrainingLogLine, TrainingRule, TrainingRun
 from training.runner import SET_BY_ARBITER, checkpoint_step, get_trainer, last_checkpoint
-from training.selectors import is_training_staff
+from training.selectors import is_training_staff, training_judgment_count
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def training_model_path_clean(*, base_model_path: Any) -> str:
     return _model_path("base_model_path", base_model_path)
 
 
-def _gpus_clean(gpus: Any) -> int:
+def gpus_clean(gpus: Any) -> int:
     if isinstance(gpus, bool) or not isinstance(gpus, int) or not 0 <= gpus <= MAX_GPUS:
         raise field_error("gpus", f"must be a whole number from 0 to {MAX_GPUS}, got {gpus!r}")
     return gpus
@@ -165,7 +165,7 @@ def training_run_create(
         raise field_error(
             "dataset_id", f"a {spec.title.lower()} run trains on a dataset snapshot; choose one"
         )
-    gpus = _gpus_clean(gpus)
+    gpus = gpus_clean(gpus)
     if gpus > 1 and not spec.multi_gpu:
         raise field_error("gpus", f"a {spec.title} run trains on one device; ask for 0 or 1 GPU")
     model_path = training_model_path_clean(base_model_path=base_model_path)
@@ -324,45 +324,6 @@ def _recover_one(run_id: int, cutoff: datetime) -> TrainingRun | None:
 # --- Rules: start a reward-model run as judgments come in, or when the campaign closes -------------
 
 
-@transaction.atomic
-def training_rule_create(
-    *,
-    campaign: Campaign,
-    kind: str,
-    base_model_path: str,
-    created_by: AbstractBaseUser,
-    n: int | None = None,
-    config: Mapping[str, Any] | None = None,
-    dataset_method: str = Dataset.Method.DAWID_SKENE,
-    dataset_params: Mapping[str, Any] | None = None,
-    gpus: int = 0,
-) -> TrainingRule:
-    """Create a rule that trains a reward model on a fresh snapshot every `n` judgments, or on close."""
-    from annotation.services.datasets import dataset_params_clean
-
-    if kind not in TrainingRule.Kind.values:
-        raise field_error("kind", f"must be one of {', '.join(TrainingRule.Kind.values)}")
-    if kind == TrainingRule.Kind.EVERY_N_JUDGMENTS and (
-        isinstance(n, bool) or not isinstance(n, int) or n < 1
-    ):
-        raise field_error("n", f"must be a whole number of judgments >= 1, got {n!r}")
-    if membership_role(user=created_by, campaign=campaign) != Role.MANAGER:
-        raise ForbiddenError("Only the campaign's managers create training rules.")
-    params = dataset_params_clean(method=dataset_method, params=dataset_params)
-    return TrainingRule.objects.create(
-        campaign=campaign,
-        kind=kind,
-        n=n if kind == TrainingRule.Kind.EVERY_N_JUDGMENTS else None,
-        dataset_method=dataset_method,
-        dataset_params=params,
-        base_model_path=training_model_path_clean(base_model_path=base_model_path),
-        config=training_config_clean(kind=TrainingRun.Kind.REWARD, config=config),
-        gpus=_gpus_clean(gpus),
-        created_by=created_by,
-        last_fired_count=_judgment_count(campaign.pk),
-    )
-
-
 def training_rules_on_judgments(*, campaign_id: int, count: int | None = None) -> None:
     """Fire the campaign's every-N-judgments rules whose threshold `count` passed, after commit.
 
@@ -402,7 +363,7 @@ def training_rules_fire(
     the judgment that triggered it is stored either way.
     """
     if count is None:
-        count = _judgment_count(campaign_id)
+        count = training_judgment_count(campaign_id=campaign_id)
     queued = []
     rule_ids = TrainingRule.objects.filter(
         campaign_id=campaign_id, kind=kind, is_active=True
@@ -457,11 +418,3 @@ def _fire_one(rule_id: int, count: int) -> TrainingRun | None:
         rule.last_error = ""
         rule.save(update_fields=["last_fired_count", "last_error"])
         return run
-
-
-def _judgment_count(campaign_id: int) -> int:
-    """Return the campaign's judgments on regular items, from the counters the serving services keep."""
-    total = CampaignCounter.objects.filter(campaign_id=campaign_id).aggregate(n=Sum("judgments"))[
-        "n"
-    ]
-    return int(total or 0)

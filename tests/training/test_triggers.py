@@ -11,8 +11,8 @@ from annotation.services.campaigns import campaign_set_status
 from annotation.services.serving import assignment_lease_next, judgment_submit
 from training.execution import training_run_execute
 from training.models import TrainingRule, TrainingRun
+from training.rules import training_rule_create
 from training.services import (
-    training_rule_create,
     training_rules_fire,
     training_rules_on_judgments,
     training_run_cancel,
@@ -154,7 +154,7 @@ def test_a_campaign_without_rules_pays_one_query_per_judgment(campaign, django_a
         ({"n": 0}, "n: must be a whole number of judgments >= 1, got 0"),
         ({"kind": "hourly"}, "kind: must be one of every_n_judgments, on_close"),
         ({"config": {"learning_rate": -1}}, "config.learning_rate: `learning_rate` must be > 0 and < 1, got -1."),
-        ({"dataset_method": "vote"}, "method: must be one of majority, dawid_skene, reliability_weighted"),
+        ({"dataset_method": "vote"}, "dataset_method: must be one of majority, dawid_skene, reliability_weighted"),
         ({"base_model_path": "gpt2"}, "base_model_path: 'gpt2' looks like a Hugging Face Hub id"),
     ],
 )
@@ -170,5 +170,5 @@ def test_only_managers_create_rules(training_settings, campaign, researcher, tin
     from annotation.services.campaigns import membership_add
 
     membership_add(campaign=campaign, user=researcher, role=Role.RESEARCHER)
-    with pytest.raises(ApplicationError, match="Only the campaign's managers create training rules."):
+    with pytest.raises(ApplicationError, match="Only the campaign's managers create and change its training rules."):
         _rule(campaign, researcher, tiny_models)
