@@ -1,4 +1,8 @@
-"""Arbiter's reward-model training configuration. No Django, no torch here.
+"""Training-run configurations: the shared base and the reward model's. No Django, no torch here.
+
+`RunConfig` is the base of every kind's config (`RewardModelConfig` here, `training.dpo.DPOConfig`,
+`training.ppo.PPOConfig`): the type checks of the fields, `from_dict` and `to_dict`;
+`TrainerRunConfig` adds the checks shared by the kinds built on transformers' Trainer.
 
 `RewardModelConfig` is what a TrainingRun stores and what `train_reward_model` takes. It is
 validated when created, like TRL's configs, and every error names the field and the fix, so a
@@ -11,7 +15,7 @@ import dataclasses
 import difflib
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 TRUNCATION_POLICIES = ("truncate_left", "drop")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
@@ -26,8 +30,166 @@ class ConfigError(ValueError):
         self.field = field_name
 
 
+class RunConfig:
+    """What every run config shares: the type checks of its fields, `from_dict` and `to_dict`.
+
+    A run config is a dataclass with an `output_dir` field that subclasses this class, names
+    its fields by type in the class variables below and calls `check_types()` first in its
+    `__post_init__`. This class declares no fields, so a config's `dataclasses.fields` (and the
+    docs written under them, which forms show) are exactly those of its own class body.
+    """
+
+    INT_FIELDS: ClassVar[tuple[str, ...]] = ()
+    OPTIONAL_INT_FIELDS: ClassVar[tuple[str, ...]] = ()
+    NUMBER_FIELDS: ClassVar[tuple[str, ...]] = ()
+    OPTIONAL_NUMBER_FIELDS: ClassVar[tuple[str, ...]] = ()
+    BOOL_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    if TYPE_CHECKING:
+        output_dir: str
+        save_total_limit: int | None
+
+    def check_types(self) -> None:
+        """Refuse an empty `output_dir` and a field of the wrong type, naming the field."""
+        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
+            raise ConfigError("output_dir", "`output_dir` must be a non-empty folder path string.")
+        for name in self.INT_FIELDS:
+            require_int(name, getattr(self, name))
+        for name in self.OPTIONAL_INT_FIELDS:
+            if getattr(self, name) is not None:
+                require_int(name, getattr(self, name))
+        for name in self.NUMBER_FIELDS:
+            require_number(name, getattr(self, name))
+        for name in self.OPTIONAL_NUMBER_FIELDS:
+            if getattr(self, name) is not None:
+                require_number(name, getattr(self, name))
+        for name in self.BOOL_FIELDS:
+            require_bool(name, getattr(self, name))
+
+    def check_at_least_one(self, names: tuple[str, ...]) -> None:
+        """Refuse a count below 1 in any of the fields `names`."""
+        for name in names:
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"`{name}` must be >= 1, got {getattr(self, name)}.")
+
+    def check_save_total_limit(self) -> None:
+        """Refuse a checkpoint limit below 1 (None keeps every checkpoint)."""
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ConfigError(
+                "save_total_limit",
+                f"`save_total_limit` must be >= 1, got {self.save_total_limit}. Use null to keep every "
+                "checkpoint.",
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build a config from a JSON-like dict, refusing keys that are not fields."""
+        if not isinstance(data, dict):
+            raise ConfigError(
+                "config", f"The config must be a JSON object, got {type(data).__name__}."
+            )
+        known = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        unknown = [key for key in data if key not in known]
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise ConfigError(
+                str(key), f"Unknown config key `{key}`.{hint} Known keys: {', '.join(known)}."
+            )
+        if "output_dir" not in data:
+            raise ConfigError(
+                "output_dir", "`output_dir` is required: the folder the run writes to."
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a JSON-serializable dict (round-trips through `from_dict`)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+class TrainerRunConfig(RunConfig):
+    """A run config that maps onto transformers' `TrainingArguments` (reward model, DPO).
+
+    Its checks of the fields that both kinds share, with the same messages; each kind calls
+    them from its `__post_init__` among its own checks.
+    """
+
+    if TYPE_CHECKING:
+        num_train_epochs: float
+        max_steps: int | None
+        eval_steps: int | None
+        weight_decay: float
+        warmup_ratio: float
+        lr_scheduler_type: str
+        max_grad_norm: float
+        eval_fraction: float
+        seed: int
+        mixed_precision: str
+
+    def check_schedule(self, at_least_one: tuple[str, ...]) -> None:
+        """Check the training length, the counts `at_least_one`, the intervals and the optimizer."""
+        if self.max_steps is None and not self.num_train_epochs > 0:
+            raise ConfigError(
+                "num_train_epochs",
+                f"`num_train_epochs` must be > 0, got {self.num_train_epochs}. Set it to 1 or more, "
+                "or set `max_steps`.",
+            )
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(
+                "max_steps",
+                f"`max_steps` must be >= 1, got {self.max_steps}. Leave it unset (null) to train for "
+                "`num_train_epochs` instead.",
+            )
+        self.check_at_least_one(at_least_one)
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise ConfigError(
+                "eval_steps",
+                f"`eval_steps` must be >= 1, got {self.eval_steps}. Use null to evaluate only at the end.",
+            )
+        self.check_save_total_limit()
+        if self.weight_decay < 0:
+            raise ConfigError(
+                "weight_decay", f"`weight_decay` must be >= 0, got {self.weight_decay}."
+            )
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(
+                "warmup_ratio", f"`warmup_ratio` must be >= 0 and < 1, got {self.warmup_ratio}."
+            )
+        if self.lr_scheduler_type not in LR_SCHEDULERS:
+            raise ConfigError(
+                "lr_scheduler_type",
+                f"`lr_scheduler_type` must be one of {choices(LR_SCHEDULERS)}, got "
+                f"{self.lr_scheduler_type!r}.",
+            )
+        if not self.max_grad_norm > 0:
+            raise ConfigError(
+                "max_grad_norm", f"`max_grad_norm` must be > 0, got {self.max_grad_norm}."
+            )
+
+    def check_held_out(self) -> None:
+        """Check the held-out share and the seed that picks it."""
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(
+                "eval_fraction",
+                f"`eval_fraction` must be >= 0 and < 1, got {self.eval_fraction}. Use 0.1 to hold out "
+                "10% of the pairs, or 0 for no held-out evaluation.",
+            )
+        if self.seed < 0:
+            raise ConfigError("seed", f"`seed` must be >= 0, got {self.seed}.")
+
+    def check_mixed_precision(self) -> None:
+        """Check `mixed_precision` against `MIXED_PRECISION`."""
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError(
+                "mixed_precision",
+                f"`mixed_precision` must be one of {choices(MIXED_PRECISION)}, got "
+                f"{self.mixed_precision!r}.",
+            )
+
+
 @dataclass
-class RewardModelConfig:
+class RewardModelConfig(TrainerRunConfig):
     """Settings of one reward-model training run (Bradley–Terry loss, TRL's `RewardTrainer`)."""
 
     output_dir: str
@@ -106,7 +268,7 @@ class RewardModelConfig:
     """`"auto"` (bf16 on a GPU that supports it, float32 elsewhere), `"no"`, `"bf16"` or
     `"fp16"`. bf16 on a CPU without native support is many times slower."""
 
-    _INT_FIELDS: ClassVar[tuple[str, ...]] = (
+    INT_FIELDS: ClassVar[tuple[str, ...]] = (
         "per_device_train_batch_size",
         "per_device_eval_batch_size",
         "gradient_accumulation_steps",
@@ -115,88 +277,35 @@ class RewardModelConfig:
         "save_steps",
         "seed",
     )
+    OPTIONAL_INT_FIELDS: ClassVar[tuple[str, ...]] = ("max_steps", "eval_steps", "save_total_limit")
+    NUMBER_FIELDS: ClassVar[tuple[str, ...]] = (
+        "learning_rate",
+        "num_train_epochs",
+        "weight_decay",
+        "warmup_ratio",
+        "max_grad_norm",
+        "eval_fraction",
+    )
+    OPTIONAL_NUMBER_FIELDS: ClassVar[tuple[str, ...]] = ("center_rewards_coefficient",)
+    BOOL_FIELDS: ClassVar[tuple[str, ...]] = ("use_margin", "gradient_checkpointing")
 
     def __post_init__(self) -> None:
-        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
-            raise ConfigError("output_dir", "`output_dir` must be a non-empty folder path string.")
-        for name in self._INT_FIELDS:
-            _require_int(name, getattr(self, name))
-        for name in ("max_steps", "eval_steps", "save_total_limit"):
-            if getattr(self, name) is not None:
-                _require_int(name, getattr(self, name))
-        for name in (
-            "learning_rate",
-            "num_train_epochs",
-            "weight_decay",
-            "warmup_ratio",
-            "max_grad_norm",
-            "eval_fraction",
-        ):
-            _require_number(name, getattr(self, name))
-        if self.center_rewards_coefficient is not None:
-            _require_number("center_rewards_coefficient", self.center_rewards_coefficient)
-        for name in ("use_margin", "gradient_checkpointing"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(
-                    name, f"`{name}` must be true or false, got {getattr(self, name)!r}."
-                )
-
+        self.check_types()
         if not 0 < self.learning_rate < 1:
             raise ConfigError(
                 "learning_rate",
                 f"`learning_rate` must be > 0 and < 1, got {self.learning_rate}. Use a small positive "
                 "value such as 1e-5 (pretrained backbones) to 1e-3 (tiny models).",
             )
-        if self.max_steps is None and not self.num_train_epochs > 0:
-            raise ConfigError(
-                "num_train_epochs",
-                f"`num_train_epochs` must be > 0, got {self.num_train_epochs}. Set it to 1 or more, "
-                "or set `max_steps`.",
+        self.check_schedule(
+            (
+                "per_device_train_batch_size",
+                "per_device_eval_batch_size",
+                "gradient_accumulation_steps",
+                "logging_steps",
+                "save_steps",
             )
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(
-                "max_steps",
-                f"`max_steps` must be >= 1, got {self.max_steps}. Leave it unset (null) to train for "
-                "`num_train_epochs` instead.",
-            )
-        for name in (
-            "per_device_train_batch_size",
-            "per_device_eval_batch_size",
-            "gradient_accumulation_steps",
-            "logging_steps",
-            "save_steps",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"`{name}` must be >= 1, got {getattr(self, name)}.")
-        if self.eval_steps is not None and self.eval_steps < 1:
-            raise ConfigError(
-                "eval_steps",
-                f"`eval_steps` must be >= 1, got {self.eval_steps}. Use null to evaluate only at the end.",
-            )
-        if self.save_total_limit is not None and self.save_total_limit < 1:
-            raise ConfigError(
-                "save_total_limit",
-                f"`save_total_limit` must be >= 1, got {self.save_total_limit}. Use null to keep every "
-                "checkpoint.",
-            )
-        if self.weight_decay < 0:
-            raise ConfigError(
-                "weight_decay", f"`weight_decay` must be >= 0, got {self.weight_decay}."
-            )
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(
-                "warmup_ratio", f"`warmup_ratio` must be >= 0 and < 1, got {self.warmup_ratio}."
-            )
-        if self.lr_scheduler_type not in LR_SCHEDULERS:
-            raise ConfigError(
-                "lr_scheduler_type",
-                f"`lr_scheduler_type` must be one of {_choices(LR_SCHEDULERS)}, got "
-                f"{self.lr_scheduler_type!r}.",
-            )
-        if not self.max_grad_norm > 0:
-            raise ConfigError(
-                "max_grad_norm", f"`max_grad_norm` must be > 0, got {self.max_grad_norm}."
-            )
+        )
         if self.max_length < 8:
             raise ConfigError(
                 "max_length",
@@ -206,71 +315,53 @@ class RewardModelConfig:
         if self.truncation not in TRUNCATION_POLICIES:
             raise ConfigError(
                 "truncation",
-                f"`truncation` must be one of {_choices(TRUNCATION_POLICIES)}, got {self.truncation!r}. "
+                f"`truncation` must be one of {choices(TRUNCATION_POLICIES)}, got {self.truncation!r}. "
                 "Use 'truncate_left' to cut long conversations from the front, or 'drop' to leave "
                 "long pairs out.",
             )
-        if not 0 <= self.eval_fraction < 1:
-            raise ConfigError(
-                "eval_fraction",
-                f"`eval_fraction` must be >= 0 and < 1, got {self.eval_fraction}. Use 0.1 to hold out "
-                "10% of the pairs, or 0 for no held-out evaluation.",
-            )
-        if self.seed < 0:
-            raise ConfigError("seed", f"`seed` must be >= 0, got {self.seed}.")
+        self.check_held_out()
         if self.center_rewards_coefficient is not None and self.center_rewards_coefficient < 0:
             raise ConfigError(
                 "center_rewards_coefficient",
                 f"`center_rewards_coefficient` must be >= 0, got {self.center_rewards_coefficient}. "
                 "Use 0.01, or null to turn centering off.",
             )
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ConfigError(
-                "mixed_precision",
-                f"`mixed_precision` must be one of {_choices(MIXED_PRECISION)}, got "
-                f"{self.mixed_precision!r}.",
-            )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RewardModelConfig:
-        """Build a config from a JSON-like dict, refusing keys that are not fields."""
-        if not isinstance(data, dict):
-            raise ConfigError(
-                "config", f"The config must be a JSON object, got {type(data).__name__}."
-            )
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = [key for key in data if key not in known]
-        if unknown:
-            key = unknown[0]
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" Did you mean `{close[0]}`?" if close else ""
-            raise ConfigError(
-                str(key),
-                f"Unknown config key `{key}`.{hint} Known keys: {', '.join(known)}.",
-            )
-        if "output_dir" not in data:
-            raise ConfigError(
-                "output_dir", "`output_dir` is required: the folder the run writes to."
-            )
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the fields as a JSON-serializable dict (round-trips through `from_dict`)."""
-        return dataclasses.asdict(self)
+        self.check_mixed_precision()
 
 
-def _choices(values: tuple[str, ...]) -> str:
+def choices(values: tuple[str, ...]) -> str:
+    """Return the allowed values as an error message lists them: `'a', 'b'`."""
     return ", ".join(repr(v) for v in values)
 
 
-def _require_int(name: str, value: Any) -> None:
+def require_int(name: str, value: Any) -> None:
+    """Refuse a value that is not an integer (a boolean is refused too), naming the field."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(name, f"`{name}` must be an integer, got {value!r}.")
 
 
-def _require_number(name: str, value: Any) -> None:
+def require_number(name: str, value: Any) -> None:
+    """Refuse a value that is not a finite int or float (a boolean is refused too), naming the field."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ConfigError(name, f"`{name}` must be a finite number, got {value!r}.")
 
 
-__all__ = ["ConfigError", "RewardModelConfig", "TRUNCATION_POLICIES"]
+def require_bool(name: str, value: Any) -> None:
+    """Refuse a value that is not true or false, naming the field."""
+    if not isinstance(value, bool):
+        raise ConfigError(name, f"`{name}` must be true or false, got {value!r}.")
+
+
+__all__ = [
+    "ConfigError",
+    "LR_SCHEDULERS",
+    "MIXED_PRECISION",
+    "RewardModelConfig",
+    "RunConfig",
+    "TRUNCATION_POLICIES",
+    "TrainerRunConfig",
+    "choices",
+    "require_bool",
+    "require_int",
+    "require_number",
+]

@@ -18,12 +18,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,23 +29,34 @@ from training.config import (
     MIXED_PRECISION,
     TRUNCATION_POLICIES,
     ConfigError,
-    _choices,
-    _require_int,
-    _require_number,
+    TrainerRunConfig,
+    choices,
 )
 from training.runner import TrainerSpec, register
+from training.trainer_utils import (
+    CHECKPOINTS,
+    DatasetError,
+    TrainerResult,
+    card_metric_table,
+    card_pairs,
+    card_provenance,
+    check_preference_rows,
+    fingerprint,
+    prepare_output_dir,
+    resolve_model_dir,
+    save_artifacts,
+    train_and_evaluate,
+    trainer_arguments,
+)
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "sigmoid_norm")
-CHECKPOINTS = "checkpoints"
-MODEL = "model"
-RUN_FILE = "run.json"
 ARBITER_FILE = "arbiter_dpo.json"
 # The held-out metrics, averaged over every pair (see ArbiterDPOTrainer).
 PAIR_METRICS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(TrainerRunConfig):
     """Settings of one DPO run (TRL's `DPOTrainer`; loss `-logsigmoid(beta * margin)` by default)."""
 
     output_dir: str
@@ -131,7 +139,7 @@ class DPOConfig:
     """`"auto"` (bf16 on a GPU that supports it, float32 elsewhere), `"no"`, `"bf16"` or
     `"fp16"`. bf16 on a CPU without native support is many times slower."""
 
-    _INT_FIELDS: ClassVar[tuple[str, ...]] = (
+    INT_FIELDS: ClassVar[tuple[str, ...]] = (
         "per_device_train_batch_size",
         "per_device_eval_batch_size",
         "gradient_accumulation_steps",
@@ -141,39 +149,20 @@ class DPOConfig:
         "save_steps",
         "seed",
     )
-    _AT_LEAST_ONE: ClassVar[tuple[str, ...]] = (
-        "per_device_train_batch_size",
-        "per_device_eval_batch_size",
-        "gradient_accumulation_steps",
-        "max_prompt_length",
-        "logging_steps",
-        "save_steps",
+    OPTIONAL_INT_FIELDS: ClassVar[tuple[str, ...]] = ("max_steps", "eval_steps", "save_total_limit")
+    NUMBER_FIELDS: ClassVar[tuple[str, ...]] = (
+        "beta",
+        "learning_rate",
+        "num_train_epochs",
+        "weight_decay",
+        "warmup_ratio",
+        "max_grad_norm",
+        "eval_fraction",
     )
+    BOOL_FIELDS: ClassVar[tuple[str, ...]] = ("gradient_checkpointing",)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
-            raise ConfigError("output_dir", "`output_dir` must be a non-empty folder path string.")
-        for name in self._INT_FIELDS:
-            _require_int(name, getattr(self, name))
-        for name in ("max_steps", "eval_steps", "save_total_limit"):
-            if getattr(self, name) is not None:
-                _require_int(name, getattr(self, name))
-        for name in (
-            "beta",
-            "learning_rate",
-            "num_train_epochs",
-            "weight_decay",
-            "warmup_ratio",
-            "max_grad_norm",
-            "eval_fraction",
-        ):
-            _require_number(name, getattr(self, name))
-        if not isinstance(self.gradient_checkpointing, bool):
-            raise ConfigError(
-                "gradient_checkpointing",
-                f"`gradient_checkpointing` must be true or false, got {self.gradient_checkpointing!r}.",
-            )
-
+        self.check_types()
         if not self.beta > 0:
             raise ConfigError(
                 "beta",
@@ -183,7 +172,7 @@ class DPOConfig:
         if self.loss_type not in LOSS_TYPES:
             raise ConfigError(
                 "loss_type",
-                f"`loss_type` must be one of {_choices(LOSS_TYPES)}, got {self.loss_type!r}. Use 'sigmoid' for DPO.",
+                f"`loss_type` must be one of {choices(LOSS_TYPES)}, got {self.loss_type!r}. Use 'sigmoid' for DPO.",
             )
         if not 0 < self.learning_rate < 1:
             raise ConfigError(
@@ -191,48 +180,16 @@ class DPOConfig:
                 f"`learning_rate` must be > 0 and < 1, got {self.learning_rate}. Use a small positive value "
                 "such as 1e-6 (pretrained policies) to 1e-3 (tiny models).",
             )
-        if self.max_steps is None and not self.num_train_epochs > 0:
-            raise ConfigError(
-                "num_train_epochs",
-                f"`num_train_epochs` must be > 0, got {self.num_train_epochs}. Set it to 1 or more, or set "
-                "`max_steps`.",
+        self.check_schedule(
+            (
+                "per_device_train_batch_size",
+                "per_device_eval_batch_size",
+                "gradient_accumulation_steps",
+                "max_prompt_length",
+                "logging_steps",
+                "save_steps",
             )
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(
-                "max_steps",
-                f"`max_steps` must be >= 1, got {self.max_steps}. Leave it unset (null) to train for "
-                "`num_train_epochs` instead.",
-            )
-        for name in self._AT_LEAST_ONE:
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"`{name}` must be >= 1, got {getattr(self, name)}.")
-        if self.eval_steps is not None and self.eval_steps < 1:
-            raise ConfigError(
-                "eval_steps",
-                f"`eval_steps` must be >= 1, got {self.eval_steps}. Use null to evaluate only at the end.",
-            )
-        if self.save_total_limit is not None and self.save_total_limit < 1:
-            raise ConfigError(
-                "save_total_limit",
-                f"`save_total_limit` must be >= 1, got {self.save_total_limit}. Use null to keep every checkpoint.",
-            )
-        if self.weight_decay < 0:
-            raise ConfigError(
-                "weight_decay", f"`weight_decay` must be >= 0, got {self.weight_decay}."
-            )
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(
-                "warmup_ratio", f"`warmup_ratio` must be >= 0 and < 1, got {self.warmup_ratio}."
-            )
-        if self.lr_scheduler_type not in LR_SCHEDULERS:
-            raise ConfigError(
-                "lr_scheduler_type",
-                f"`lr_scheduler_type` must be one of {_choices(LR_SCHEDULERS)}, got {self.lr_scheduler_type!r}.",
-            )
-        if not self.max_grad_norm > 0:
-            raise ConfigError(
-                "max_grad_norm", f"`max_grad_norm` must be > 0, got {self.max_grad_norm}."
-            )
+        )
         if self.max_length < 8:
             raise ConfigError(
                 "max_length",
@@ -248,48 +205,11 @@ class DPOConfig:
         if self.truncation not in TRUNCATION_POLICIES:
             raise ConfigError(
                 "truncation",
-                f"`truncation` must be one of {_choices(TRUNCATION_POLICIES)}, got {self.truncation!r}. Use "
+                f"`truncation` must be one of {choices(TRUNCATION_POLICIES)}, got {self.truncation!r}. Use "
                 "'truncate_left' to cut long prompts from the front, or 'drop' to leave long pairs out.",
             )
-        if not 0 <= self.eval_fraction < 1:
-            raise ConfigError(
-                "eval_fraction",
-                f"`eval_fraction` must be >= 0 and < 1, got {self.eval_fraction}. Use 0.1 to hold out 10% of "
-                "the pairs, or 0 for no held-out evaluation.",
-            )
-        if self.seed < 0:
-            raise ConfigError("seed", f"`seed` must be >= 0, got {self.seed}.")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ConfigError(
-                "mixed_precision",
-                f"`mixed_precision` must be one of {_choices(MIXED_PRECISION)}, got {self.mixed_precision!r}.",
-            )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DPOConfig:
-        """Build a config from a JSON-like dict, refusing keys that are not fields."""
-        if not isinstance(data, dict):
-            raise ConfigError(
-                "config", f"The config must be a JSON object, got {type(data).__name__}."
-            )
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = [key for key in data if key not in known]
-        if unknown:
-            key = unknown[0]
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" Did you mean `{close[0]}`?" if close else ""
-            raise ConfigError(
-                str(key), f"Unknown config key `{key}`.{hint} Known keys: {', '.join(known)}."
-            )
-        if "output_dir" not in data:
-            raise ConfigError(
-                "output_dir", "`output_dir` is required: the folder the run writes to."
-            )
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the fields as a JSON-serializable dict (round-trips through `from_dict`)."""
-        return dataclasses.asdict(self)
+        self.check_held_out()
+        self.check_mixed_precision()
 
 
 @dataclass(frozen=True)
@@ -308,22 +228,8 @@ class DPOLengthReport:
 
 
 @dataclass
-class DPOResult:
+class DPOResult(TrainerResult[DPOLengthReport]):
     """The outcome of `train_dpo`."""
-
-    status: str  # "completed" or "stopped" (should_stop returned True; resumable)
-    global_step: int
-    total_steps: int
-    metrics: dict[str, float]
-    eval_history: list[dict[str, float]]
-    log_history: list[dict[str, float]]
-    artifact_dir: Path | None
-    checkpoint_dir: Path | None
-    counts: dict[str, int]
-    length: dict[str, DPOLengthReport]
-    samples_per_second: float
-    train_runtime: float
-    tokenizer_changes: list[str] = field(default_factory=list)
 
 
 def train_dpo(
@@ -352,11 +258,11 @@ def train_dpo(
     """
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from trl import DPOConfig as TRLDPOConfig
 
     from training.formatting import prepare_tokenizer
-    from training.model_paths import local_model_dir, resolve_model_path
-    from training.reward import _ProgressCallback, split_held_out
+    from training.reward import ProgressCallback, split_held_out
 
     output_dir = Path(config.output_dir)
     checkpoint_root = output_dir / CHECKPOINTS
@@ -366,22 +272,19 @@ def train_dpo(
     train_pairs, eval_pairs = split_held_out(pairs, config.eval_fraction, config.seed)
 
     # 2. Policy, reference and tokenizer (local folders only) --------------------------------
-    def resolve(path: str | Path) -> Path:
-        return (
-            resolve_model_path(path, roots=model_roots)
-            if model_roots is not None
-            else local_model_dir(path)
-        )
-
-    policy_dir = resolve(policy_path)
-    reference_dir = resolve(reference_path) if reference_path is not None else policy_dir
+    policy_dir = resolve_model_dir(policy_path, model_roots)
+    reference_dir = (
+        resolve_model_dir(reference_path, model_roots) if reference_path is not None else policy_dir
+    )
     identity = {
         "config": config.to_dict(),
-        "data": _fingerprint(pairs),
+        "data": fingerprint([asdict(p) for p in pairs]),
         "policy": str(policy_dir),
         "reference": str(reference_dir),
     }
-    resume_path = _prepare_output_dir(output_dir, identity, resume_from_checkpoint)
+    resume_path = prepare_output_dir(
+        output_dir, identity, resume_from_checkpoint, same="config, dataset and models"
+    )
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(policy_dir, local_files_only=True)
     tokenizer_changes = prepare_tokenizer(tokenizer)
@@ -414,84 +317,56 @@ def train_dpo(
             "truncation='truncate_left'."
         )
 
-    # 4. Train -------------------------------------------------------------------------------
-    progress = _ProgressCallback(on_step, should_stop)
+    # 4. Train, then 5. the final held-out evaluation (unless the last step just ran one) ----
+    progress = ProgressCallback(on_step, should_stop)
     trainer = _trainer_class()(
         model=policy,
         ref_model=reference,
-        args=_trl_args(config, checkpoint_root, has_eval=bool(eval_rows)),
+        args=TRLDPOConfig(
+            **trainer_arguments(config, checkpoint_root, has_eval=bool(eval_rows)),
+            beta=config.beta,
+            loss_type=[config.loss_type],
+        ),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
         callbacks=[progress],
     )
-    trainer.remove_callback(PrinterCallback)  # metrics go to on_step, not stdout
-    train_output = trainer.train(resume_from_checkpoint=str(resume_path) if resume_path else None)
-    state = trainer.state
-    counts = {
-        "pairs": len(pairs),
-        "train_pairs": len(train_rows),
-        "eval_pairs": len(eval_rows),
-        "prompt_truncated": train_length.prompt_truncated + eval_length.prompt_truncated,
-        "reply_truncated": train_length.reply_truncated + eval_length.reply_truncated,
-        "dropped": train_length.dropped + eval_length.dropped,
-    }
-    result = DPOResult(
-        status="stopped" if progress.stopped else "completed",
-        global_step=state.global_step,
-        total_steps=state.max_steps,
-        metrics={"train_loss": float(train_output.training_loss)},
-        eval_history=progress.eval_history,
-        log_history=progress.log_history,
-        artifact_dir=None,
-        checkpoint_dir=_last_checkpoint(checkpoint_root),
-        counts=counts,
+    result = train_and_evaluate(
+        trainer,
+        progress,
+        DPOResult,
+        resume_path=resume_path,
+        checkpoint_root=checkpoint_root,
+        counts={
+            "pairs": len(pairs),
+            "train_pairs": len(train_rows),
+            "eval_pairs": len(eval_rows),
+            "prompt_truncated": train_length.prompt_truncated + eval_length.prompt_truncated,
+            "reply_truncated": train_length.reply_truncated + eval_length.reply_truncated,
+            "dropped": train_length.dropped + eval_length.dropped,
+        },
         length={"train": train_length, "eval": eval_length},
-        samples_per_second=float(train_output.metrics.get("train_samples_per_second", 0.0)),
-        train_runtime=float(train_output.metrics.get("train_runtime", 0.0)),
         tokenizer_changes=tokenizer_changes,
     )
     if progress.stopped:
         return result
 
-    # 5. Final held-out evaluation (unless the last step just ran one) -----------------------
-    if eval_rows and not (
-        progress.eval_history and progress.eval_history[-1]["step"] == state.global_step
-    ):
-        trainer.evaluate()
-    if progress.eval_history:
-        result.metrics.update(
-            {k: v for k, v in progress.eval_history[-1].items() if k.startswith("eval_")}
-        )
-
     # 6. Artifacts ---------------------------------------------------------------------------
-    from training.reward import _versions
-
-    artifact_dir = output_dir / MODEL
-    trainer.save_model(str(artifact_dir))  # safetensors weights + tokenizer (with chat template)
-    summary = {
-        "policy_path": str(policy_dir),
-        "reference_path": str(reference_dir),
-        "dataset_hash": dataset_hash,
-        "config": config.to_dict(),
-        "tokenizer_changes": tokenizer_changes,
-        "counts": counts,
-        "length": {k: asdict(v) for k, v in result.length.items()},
-        "metrics": result.metrics,
-        "eval_history": result.eval_history,
-        "global_step": state.global_step,
-        "samples_per_second": result.samples_per_second,
-        "versions": _versions(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    (artifact_dir / ARBITER_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    (artifact_dir / "README.md").write_text(model_card(summary))
-    result.artifact_dir = artifact_dir
+    save_artifacts(
+        trainer,
+        result,
+        output_dir=output_dir,
+        summary={
+            "policy_path": str(policy_dir),
+            "reference_path": str(reference_dir),
+            "dataset_hash": dataset_hash,
+            "config": config.to_dict(),
+        },
+        summary_file=ARBITER_FILE,
+        model_card=model_card,
+    )
     return result
-
-
-class DatasetError(ValueError):
-    """A preference dataset that cannot be trained on; the message names the row and field."""
 
 
 @dataclass(frozen=True)
@@ -508,32 +383,10 @@ def check_dpo_pairs(dataset: Sequence[dict[str, Any]]) -> list[DPOPair]:
 
     Without a `prompt`, the turns chosen and rejected share at their start become the prompt.
     """
-    from training.formatting import FormatError, check_messages
-
-    if not isinstance(dataset, Sequence) or isinstance(dataset, str | bytes):
-        raise DatasetError(
-            f"dataset must be a list of preference rows (dicts), got {type(dataset).__name__}"
-        )
-    if len(dataset) < 2:
-        raise DatasetError(f"dataset has {len(dataset)} row(s); DPO needs at least 2 pairs")
     pairs = []
-    for i, row in enumerate(dataset):
-        if not isinstance(row, dict):
-            raise DatasetError(
-                f"row {i}: must be a dict with prompt/chosen/rejected, got {type(row).__name__}"
-            )
-        try:
-            prompt = check_messages(row.get("prompt", []), f"row {i}: prompt", allow_empty=True)
-            for key in ("chosen", "rejected"):
-                if key not in row:
-                    raise FormatError(f"row {i}: {key}: missing")
-            chosen = check_messages(row["chosen"], f"row {i}: chosen")
-            rejected = check_messages(row["rejected"], f"row {i}: rejected")
-        except FormatError as exc:
-            raise DatasetError(
-                f"{exc}. Rows use TRL's conversational preference format: "
-                "{'prompt': [messages], 'chosen': [messages], 'rejected': [messages]}."
-            ) from None
+    for i, (_, prompt, chosen, rejected) in enumerate(
+        check_preference_rows(dataset, trainer="DPO")
+    ):
         if not prompt:
             shared = 0
             while (
@@ -616,10 +469,7 @@ def encode_dpo_pairs(
 def model_card(summary: dict[str, Any]) -> str:
     """Render the README.md saved with a DPO-trained policy."""
     config = summary["config"]
-    counts = summary["counts"]
     length = summary["length"]
-    metric_rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(summary["metrics"].items()))
-    versions = ", ".join(f"{k} {v}" for k, v in summary["versions"].items())
     losses = {
         "sigmoid": "-logsigmoid(beta * margin)",
         "ipo": "(margin_per_token - 1 / (2 * beta))^2",
@@ -650,18 +500,14 @@ margin = log(pi/pi_ref)(chosen) - log(pi/pi_ref)(rejected), beta = {config["beta
 
 ## Data
 
-- dataset hash: `{summary["dataset_hash"] or "not given"}`
-- pairs: {counts["pairs"]} in all; {counts["train_pairs"]} trained on, {counts["eval_pairs"]} held out
-  (share {config["eval_fraction"]}, seed {config["seed"]})
+{card_pairs(summary)}
 - length policy `{config["truncation"]}` at {config["max_length"]} tokens (prompt at most {config["max_prompt_length"]}): {policy}.
   Train: {length["train"]["prompt_truncated"]} prompts cut, {length["train"]["reply_truncated"]} replies cut, {length["train"]["dropped"]} dropped of {length["train"]["pairs"]};
   held out: {length["eval"]["prompt_truncated"]} prompts cut, {length["eval"]["reply_truncated"]} replies cut, {length["eval"]["dropped"]} dropped of {length["eval"]["pairs"]}.
 
 ## Final metrics (held out: rewards/accuracies = share of pairs whose chosen reply gets the higher implicit reward)
 
-| metric | value |
-| --- | --- |
-{metric_rows}
+{card_metric_table(summary["metrics"])}
 
 ## Config
 
@@ -676,8 +522,7 @@ Prompts are rendered with the saved chat template up to where the assistant's re
 `training.generation.generate_responses(prompts, [path], k=..., max_new_tokens=..., temperature=...)`
 samples from it.
 
-Tokenizer changes made for training: {"; ".join(summary["tokenizer_changes"]) or "none"}.
-Trained {summary["created"]} with {versions}; {summary["global_step"]} optimizer steps.
+{card_provenance(summary)}; {summary["global_step"]} optimizer steps.
 """
 
 
@@ -691,110 +536,6 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
-
-
-def _fingerprint(pairs: Sequence[DPOPair]) -> str:
-    from training.reward import dataset_fingerprint
-
-    return dataset_fingerprint([asdict(p) for p in pairs])
-
-
-def _last_checkpoint(checkpoint_root: Path) -> Path | None:
-    from training.reward import _last_checkpoint as last
-
-    return last(checkpoint_root)
-
-
-def _prepare_output_dir(
-    output_dir: Path, identity: dict[str, Any], resume_from_checkpoint: bool | str | Path | None
-) -> Path | None:
-    """Record the run's identity; on resume, check it matches and return the checkpoint."""
-    run_file = output_dir / RUN_FILE
-    checkpoint_root = output_dir / CHECKPOINTS
-    if resume_from_checkpoint in (None, False):
-        if _last_checkpoint(checkpoint_root) is not None:
-            raise ValueError(
-                f"{checkpoint_root} already holds checkpoints of an earlier run. Pass "
-                "resume_from_checkpoint=True to continue it, or use a new output_dir."
-            )
-        output_dir.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(json.dumps(identity, indent=2) + "\n")
-        return None
-    if resume_from_checkpoint is True:
-        path = _last_checkpoint(checkpoint_root)
-        if path is None:
-            raise ValueError(f"No checkpoint to resume from in {checkpoint_root}.")
-    else:
-        path = Path(resume_from_checkpoint)
-        if not (path / "trainer_state.json").is_file():
-            raise ValueError(f"{path} is not a training checkpoint (no trainer_state.json).")
-    if run_file.is_file():
-        before = json.loads(run_file.read_text())
-        changed = [
-            key
-            for key in ("config", "data", "policy", "reference")
-            if before.get(key) != identity[key]
-        ]
-        if changed:
-            what = {
-                "data": "dataset",
-                "policy": "policy model",
-                "reference": "reference model",
-            }.get(changed[0], changed[0])
-            raise ValueError(
-                f"Cannot resume: the {what} differs from the run that wrote {path}. Resume with the same config, "
-                "dataset and models, or start a new run in a new output_dir."
-            )
-    return path
-
-
-def _trl_args(config: DPOConfig, checkpoint_root: Path, *, has_eval: bool) -> Any:
-    """Map Arbiter's config onto TRL's DPOConfig, overriding its CPU-hostile defaults."""
-    import torch
-    from trl import DPOConfig as TRLDPOConfig
-
-    if config.mixed_precision == "auto":
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    else:
-        bf16 = config.mixed_precision == "bf16"
-    evaluate_every = has_eval and config.eval_steps is not None
-    return TRLDPOConfig(
-        output_dir=str(checkpoint_root),
-        beta=config.beta,
-        loss_type=[config.loss_type],
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps if config.max_steps is not None else -1,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_eval_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio,
-        lr_scheduler_type=config.lr_scheduler_type,
-        max_grad_norm=config.max_grad_norm,
-        # TRL turns bf16 on whenever fp16 is off and gradient checkpointing on by default: both
-        # are explicit here (bf16 on a CPU without native support is many times slower).
-        bf16=bf16,
-        fp16=config.mixed_precision == "fp16",
-        gradient_checkpointing=config.gradient_checkpointing,
-        # The length policy was applied already; TRL's collator would cut the replies' ends silently.
-        max_length=None,
-        logging_strategy="steps",
-        logging_steps=config.logging_steps,
-        eval_strategy="steps" if evaluate_every else "no",
-        eval_steps=config.eval_steps if evaluate_every else None,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        save_only_model=False,  # optimizer, scheduler and RNG states make resuming exact
-        seed=config.seed,
-        data_seed=config.seed,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        push_to_hub=False,
-    )
 
 
 _TRAINER_CLASS: type | None = None

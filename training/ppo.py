@@ -27,9 +27,6 @@ that use them: the web process imports `PPOConfig` to validate a run's config wi
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import hashlib
 import json
 import math
 import random
@@ -43,10 +40,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from training.config import ConfigError, _choices, _require_int, _require_number
+from training.config import ConfigError, RunConfig, choices, require_bool
 from training.formatting import DEFAULT_CHAT_TEMPLATE, FormatError, check_messages, truncate_left
 from training.generation import PromptInput, encode_prompt, eos_token_ids
-from training.model_paths import local_model_dir, resolve_model_path
+from training.trainer_utils import (
+    CHECKPOINTS,
+    MODEL,
+    card_metric_table,
+    card_provenance,
+    fingerprint,
+    prepare_output_dir,
+    resolve_model_dir,
+    versions,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -59,9 +65,6 @@ KL_ESTIMATORS = ("k1", "k3")
 REWARD_NORMALIZATIONS = ("none", "batch", "running")
 LR_DECAYS = ("linear", "constant")
 
-CHECKPOINTS = "checkpoints"
-MODEL = "model"
-RUN_FILE = "run.json"
 STATE_FILE = "trainer_state.pt"
 ARBITER_FILE = "arbiter_ppo.json"
 PAD_TOKEN = "<|pad|>"
@@ -72,7 +75,7 @@ ShouldStop = Callable[[], bool]
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(RunConfig):
     """Settings of one PPO run. Defaults are the usual values for RLHF on a pretrained model."""
 
     output_dir: str
@@ -192,7 +195,7 @@ class PPOConfig:
     kl_warning_threshold: float = 10.0
     """Warn when `objective/kl` (nats per response) exceeds this value."""
 
-    _INT_FIELDS: ClassVar[tuple[str, ...]] = (
+    INT_FIELDS: ClassVar[tuple[str, ...]] = (
         "total_episodes",
         "batch_size",
         "mini_batch_size",
@@ -205,7 +208,8 @@ class PPOConfig:
         "sample_rows",
         "seed",
     )
-    _NUMBER_FIELDS: ClassVar[tuple[str, ...]] = (
+    OPTIONAL_INT_FIELDS: ClassVar[tuple[str, ...]] = ("num_steps", "save_total_limit", "sample_steps")
+    NUMBER_FIELDS: ClassVar[tuple[str, ...]] = (
         "learning_rate",
         "temperature",
         "kl_coef",
@@ -218,20 +222,14 @@ class PPOConfig:
         "adam_eps",
         "kl_warning_threshold",
     )
+    OPTIONAL_NUMBER_FIELDS: ClassVar[tuple[str, ...]] = (
+        "missing_eos_penalty",
+        "kl_target",
+        "reward_clip",
+    )
 
     def __post_init__(self) -> None:
-        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
-            raise ConfigError("output_dir", "`output_dir` must be a non-empty folder path string.")
-        for name in self._INT_FIELDS:
-            _require_int(name, getattr(self, name))
-        for name in ("num_steps", "save_total_limit", "sample_steps"):
-            if getattr(self, name) is not None:
-                _require_int(name, getattr(self, name))
-        for name in self._NUMBER_FIELDS:
-            _require_number(name, getattr(self, name))
-        for name in ("missing_eos_penalty", "kl_target", "reward_clip"):
-            if getattr(self, name) is not None:
-                _require_number(name, getattr(self, name))
+        self.check_types()
         if not isinstance(self.reward_model_path, str):
             raise ConfigError(
                 "reward_model_path", "`reward_model_path` must be a folder path string."
@@ -240,11 +238,7 @@ class PPOConfig:
             raise ConfigError(
                 "reference_path", "`reference_path` must be a folder path string or empty."
             )
-        if not isinstance(self.whiten_rewards, bool):
-            raise ConfigError(
-                "whiten_rewards",
-                f"`whiten_rewards` must be true or false, got {self.whiten_rewards!r}.",
-            )
+        require_bool("whiten_rewards", self.whiten_rewards)
 
         if not 0 < self.learning_rate < 1:
             raise ConfigError(
@@ -252,20 +246,8 @@ class PPOConfig:
                 f"`learning_rate` must be > 0 and < 1, got {self.learning_rate}. Use a small positive "
                 "value such as 3e-6 (pretrained models) to 1e-3 (tiny models).",
             )
-        for name in (
-            "total_episodes",
-            "batch_size",
-            "mini_batch_size",
-            "gradient_accumulation_steps",
-            "num_ppo_epochs",
-            "max_prompt_length",
-            "response_length",
-            "kl_horizon",
-            "save_steps",
-            "sample_rows",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        # Every count is at least 1; the seed may be 0.
+        self.check_at_least_one(tuple(name for name in self.INT_FIELDS if name != "seed"))
         if self.num_steps is not None and self.num_steps < 1:
             raise ConfigError(
                 "num_steps",
@@ -304,7 +286,7 @@ class PPOConfig:
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ConfigError(
                 "kl_estimator",
-                f"`kl_estimator` must be one of {_choices(KL_ESTIMATORS)}, got {self.kl_estimator!r}.",
+                f"`kl_estimator` must be one of {choices(KL_ESTIMATORS)}, got {self.kl_estimator!r}.",
             )
         if self.kl_target is not None and not self.kl_target > 0:
             raise ConfigError(
@@ -327,7 +309,7 @@ class PPOConfig:
         if self.reward_normalization not in REWARD_NORMALIZATIONS:
             raise ConfigError(
                 "reward_normalization",
-                f"`reward_normalization` must be one of {_choices(REWARD_NORMALIZATIONS)}, got "
+                f"`reward_normalization` must be one of {choices(REWARD_NORMALIZATIONS)}, got "
                 f"{self.reward_normalization!r}.",
             )
         if self.reward_clip is not None and not self.reward_clip > 0:
@@ -338,16 +320,11 @@ class PPOConfig:
         if self.lr_decay not in LR_DECAYS:
             raise ConfigError(
                 "lr_decay",
-                f"`lr_decay` must be one of {_choices(LR_DECAYS)}, got {self.lr_decay!r}.",
+                f"`lr_decay` must be one of {choices(LR_DECAYS)}, got {self.lr_decay!r}.",
             )
         if self.seed < 0:
             raise ConfigError("seed", f"`seed` must be >= 0, got {self.seed}.")
-        if self.save_total_limit is not None and self.save_total_limit < 1:
-            raise ConfigError(
-                "save_total_limit",
-                f"`save_total_limit` must be >= 1, got {self.save_total_limit}. Use null to keep every "
-                "checkpoint.",
-            )
+        self.check_save_total_limit()
         if self.sample_steps is not None and self.sample_steps < 1:
             raise ConfigError(
                 "sample_steps",
@@ -365,32 +342,6 @@ class PPOConfig:
         if self.num_steps is not None:
             return self.num_steps
         return math.ceil(self.total_episodes / self.batch_size)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PPOConfig:
-        """Build a config from a JSON-like dict, refusing keys that are not fields."""
-        if not isinstance(data, dict):
-            raise ConfigError(
-                "config", f"The config must be a JSON object, got {type(data).__name__}."
-            )
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = [key for key in data if key not in known]
-        if unknown:
-            key = unknown[0]
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" Did you mean `{close[0]}`?" if close else ""
-            raise ConfigError(
-                str(key), f"Unknown config key `{key}`.{hint} Known keys: {', '.join(known)}."
-            )
-        if "output_dir" not in data:
-            raise ConfigError(
-                "output_dir", "`output_dir` is required: the folder the run writes to."
-            )
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the fields as a JSON-serializable dict (round-trips through `from_dict`)."""
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -463,7 +414,7 @@ def kl_per_token(
         return log_ratio
     if estimator == "k3":
         return (-log_ratio).expm1() + log_ratio
-    raise ValueError(f"Unknown KL estimator {estimator!r}; use one of {_choices(KL_ESTIMATORS)}.")
+    raise ValueError(f"Unknown KL estimator {estimator!r}; use one of {choices(KL_ESTIMATORS)}.")
 
 
 def compute_gae(
@@ -782,15 +733,6 @@ def prompt_messages(prompt: Any, where: str) -> list[dict[str, str]]:
     return messages
 
 
-def prompts_fingerprint(prompts: Sequence[Any]) -> str:
-    """Return a sha256 of the prompts, used to refuse resuming a run on different prompts."""
-    digest = hashlib.sha256()
-    for prompt in prompts:
-        digest.update(json.dumps(prompt, sort_keys=True, ensure_ascii=False).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
-
-
 # -- the trainer ----------------------------------------------------------------------------------
 
 
@@ -835,15 +777,12 @@ class PPOTrainer:
         self.messages = [prompt_messages(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
 
         # Local model folders only
-        def resolve(path: str | Path) -> Path:
-            if model_roots is not None:
-                return resolve_model_path(path, roots=model_roots)
-            return local_model_dir(path)
-
-        self.policy_dir = resolve(policy_path)
-        self.reward_dir = resolve(reward_model_path)
+        self.policy_dir = resolve_model_dir(policy_path, model_roots)
+        self.reward_dir = resolve_model_dir(reward_model_path, model_roots)
         self.reference_dir = (
-            resolve(reference_path) if reference_path is not None else self.policy_dir
+            resolve_model_dir(reference_path, model_roots)
+            if reference_path is not None
+            else self.policy_dir
         )
         resume_dir = self._prepare_output_dir(resume_from_checkpoint)
         state = (
@@ -1243,40 +1182,22 @@ class PPOTrainer:
         """Record the run's identity; on resume, check it matches and return the checkpoint."""
         run = {
             "config": self.config.to_dict(),
-            "prompts": prompts_fingerprint(self.prompts),
+            "prompts": fingerprint(self.prompts),
             "policy_path": str(self.policy_dir),
             "reward_model_path": str(self.reward_dir),
             "reference_path": str(self.reference_dir),
             "reward_fn": self.reward_fn is not None,
         }
-        run_file = self.output_dir / RUN_FILE
-        if resume_from_checkpoint in (None, False):
-            if _last_checkpoint(self.checkpoint_root) is not None:
-                raise ValueError(
-                    f"{self.checkpoint_root} already holds checkpoints of an earlier run. Pass "
-                    "resume_from_checkpoint=True to continue it, or use a new output_dir."
-                )
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            run_file.write_text(json.dumps(run, indent=2) + "\n")
-            return None
-        if resume_from_checkpoint is True:
-            path = _last_checkpoint(self.checkpoint_root)
-            if path is None:
-                raise ValueError(f"No checkpoint to resume from in {self.checkpoint_root}.")
-        else:
-            path = Path(resume_from_checkpoint)
-            if not (path / STATE_FILE).is_file():
-                raise ValueError(f"{path} is not a PPO checkpoint (no {STATE_FILE}).")
-        if run_file.is_file():
-            before = json.loads(run_file.read_text())
-            changed = [key for key in run if before.get(key) != run[key]]
-            if changed:
-                raise ValueError(
-                    f"Cannot resume: the {', '.join(changed)} differ(s) from the run that wrote {path}. "
-                    "Resume with the same config, prompts and models, or start a new run in a new "
-                    "output_dir."
-                )
-        return path
+        return prepare_output_dir(
+            self.output_dir,
+            run,
+            resume_from_checkpoint,
+            same="config, prompts and models",
+            describe_change=lambda changed: f"the {', '.join(changed)} differ(s)",
+            last_checkpoint=_last_checkpoint,
+            state_file=STATE_FILE,
+            kind="PPO",
+        )
 
     def _save_checkpoint(self) -> Path:
         """Write policy, value model, optimizers, schedules, RNG and data state; keep the newest."""
@@ -1364,7 +1285,7 @@ class PPOTrainer:
             "reward_model_path": str(self.reward_dir),
             "reward": "reward_fn" if self.reward_fn is not None else "reward model",
             "prompts": len(self.prompts),
-            "prompts_hash": prompts_fingerprint(self.prompts),
+            "prompts_hash": fingerprint(self.prompts),
             "config": self.config.to_dict(),
             "tokenizer_changes": self.tokenizer_changes,
             "global_step": result.global_step,
@@ -1373,7 +1294,7 @@ class PPOTrainer:
             "log_history": result.log_history,
             "warnings": result.warnings,
             "samples": result.samples,
-            "versions": _versions(),
+            "versions": versions("torch", "transformers"),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         (artifact_dir / ARBITER_FILE).write_text(
@@ -1427,9 +1348,7 @@ def train_ppo(
 def model_card(summary: dict[str, Any]) -> str:
     """Render the README.md saved with a PPO-trained policy."""
     config = summary["config"]
-    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(summary["metrics"].items()))
     warnings = "\n".join(f"- {w}" for w in summary["warnings"]) or "none"
-    versions = ", ".join(f"{k} {v}" for k, v in summary["versions"].items())
     kl = (
         f"adaptive (target {config['kl_target']}, horizon {config['kl_horizon']}, start "
         f"{config['kl_coef']})"
@@ -1458,9 +1377,7 @@ Trained by Arbiter's PPO trainer from the local policy `{summary["policy_path"]}
 
 ## Last step
 
-| metric | value |
-| --- | --- |
-{rows}
+{card_metric_table(summary["metrics"])}
 
 ## Warnings
 
@@ -1476,8 +1393,7 @@ Trained by Arbiter's PPO trainer from the local policy `{summary["policy_path"]}
 
 Prompts are rendered with the saved chat template (generation prompt included) and padded on
 the left; the pad token is `{PAD_TOKEN}` where one had to be added.
-Tokenizer changes made for training: {"; ".join(summary["tokenizer_changes"]) or "none"}.
-Trained {summary["created"]} with {versions}.
+{card_provenance(summary)}.
 """
 
 
@@ -1601,13 +1517,6 @@ def _checkpoints(checkpoint_root: Path) -> list[Path]:
 def _last_checkpoint(checkpoint_root: Path) -> Path | None:
     found = _checkpoints(checkpoint_root)
     return found[-1] if found else None
-
-
-def _versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__}
 
 
 __all__ = [

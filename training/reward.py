@@ -18,14 +18,12 @@ The Celery task (later) passes an `on_step` that records and publishes metrics, 
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 import json
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,37 +32,40 @@ from datasets import Dataset
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    PrinterCallback,
     TrainerCallback,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 from trl import RewardConfig, RewardTrainer
 
 from training.config import RewardModelConfig
 from training.formatting import (
-    FormatError,
     appends_eos,
-    check_messages,
     conversation_text,
     encode,
     prepare_tokenizer,
     truncate_left,
 )
-from training.model_paths import local_model_dir, resolve_model_path
+from training.trainer_utils import (
+    CHECKPOINTS,
+    DatasetError,
+    TrainerResult,
+    card_metric_table,
+    card_pairs,
+    card_provenance,
+    check_preference_rows,
+    fingerprint,
+    prepare_output_dir,
+    resolve_model_dir,
+    save_artifacts,
+    train_and_evaluate,
+    trainer_arguments,
+)
 
 T = TypeVar("T")
 OnStep = Callable[[int, int, dict[str, float]], None]
 ShouldStop = Callable[[], bool]
 
-CHECKPOINTS = "checkpoints"
-MODEL = "model"
-RUN_FILE = "run.json"
 ARBITER_FILE = "arbiter_reward.json"
-
-
-class DatasetError(ValueError):
-    """A preference dataset that cannot be trained on; the message names the row and field."""
 
 
 @dataclass(frozen=True)
@@ -91,22 +92,8 @@ class LengthReport:
 
 
 @dataclass
-class TrainResult:
+class TrainResult(TrainerResult[LengthReport]):
     """The outcome of `train_reward_model`."""
-
-    status: str  # "completed" or "stopped" (should_stop returned True; resumable)
-    global_step: int
-    total_steps: int
-    metrics: dict[str, float]
-    eval_history: list[dict[str, float]]
-    log_history: list[dict[str, float]]
-    artifact_dir: Path | None
-    checkpoint_dir: Path | None
-    counts: dict[str, int]
-    length: dict[str, LengthReport]
-    samples_per_second: float
-    train_runtime: float
-    tokenizer_changes: list[str] = field(default_factory=list)
 
 
 def train_reward_model(
@@ -139,12 +126,13 @@ def train_reward_model(
     train_pairs, eval_pairs = split_held_out(pairs, config.eval_fraction, config.seed)
 
     # 2. Base model and tokenizer (local folders only) ---------------------------------------
-    model_dir = (
-        resolve_model_path(base_model_path, roots=model_roots)
-        if model_roots is not None
-        else local_model_dir(base_model_path)
+    model_dir = resolve_model_dir(base_model_path, model_roots)
+    resume_path = prepare_output_dir(
+        output_dir,
+        {"config": config.to_dict(), "data": fingerprint([asdict(p) for p in pairs])},
+        resume_from_checkpoint,
+        same="config and dataset",
     )
-    resume_path = _prepare_output_dir(output_dir, config, pairs, resume_from_checkpoint)
     set_seed(config.seed)  # the reward head is initialized when the model loads
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     tokenizer_changes = prepare_tokenizer(tokenizer)
@@ -165,77 +153,54 @@ def train_reward_model(
             "tokens and were dropped. Raise `max_length` or use truncation='truncate_left'."
         )
 
-    # 4. Train -------------------------------------------------------------------------------
-    progress = _ProgressCallback(on_step, should_stop)
+    # 4. Train, then 5. the final held-out evaluation (unless the last step just ran one) ----
+    progress = ProgressCallback(on_step, should_stop)
     trainer = ArbiterRewardTrainer(
         model=model,
-        args=_trl_args(config, checkpoint_root, has_eval=bool(eval_rows)),
+        args=RewardConfig(
+            **trainer_arguments(config, checkpoint_root, has_eval=bool(eval_rows)),
+            center_rewards_coefficient=config.center_rewards_coefficient,
+        ),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
         callbacks=[progress],
     )
-    trainer.remove_callback(PrinterCallback)  # metrics go to on_step, not stdout
-    train_output = trainer.train(resume_from_checkpoint=str(resume_path) if resume_path else None)
-    state = trainer.state
-    counts = {
-        "pairs": len(pairs),
-        "train_pairs": len(train_rows),
-        "eval_pairs": len(eval_rows),
-        "truncated": train_length.truncated + eval_length.truncated,
-        "dropped": train_length.dropped + eval_length.dropped,
-    }
-    result = TrainResult(
-        status="stopped" if progress.stopped else "completed",
-        global_step=state.global_step,
-        total_steps=state.max_steps,
-        metrics={"train_loss": float(train_output.training_loss)},
-        eval_history=progress.eval_history,
-        log_history=progress.log_history,
-        artifact_dir=None,
-        checkpoint_dir=_last_checkpoint(checkpoint_root),
-        counts=counts,
+    result = train_and_evaluate(
+        trainer,
+        progress,
+        TrainResult,
+        resume_path=resume_path,
+        checkpoint_root=checkpoint_root,
+        counts={
+            "pairs": len(pairs),
+            "train_pairs": len(train_rows),
+            "eval_pairs": len(eval_rows),
+            "truncated": train_length.truncated + eval_length.truncated,
+            "dropped": train_length.dropped + eval_length.dropped,
+        },
         length={"train": train_length, "eval": eval_length},
-        samples_per_second=float(train_output.metrics.get("train_samples_per_second", 0.0)),
-        train_runtime=float(train_output.metrics.get("train_runtime", 0.0)),
         tokenizer_changes=tokenizer_changes,
     )
     if progress.stopped:
         return result
 
-    # 5. Final held-out evaluation (unless the last step just ran one) -----------------------
-    if eval_rows and not (
-        progress.eval_history and progress.eval_history[-1]["step"] == state.global_step
-    ):
-        trainer.evaluate()
-    if progress.eval_history:
-        result.metrics.update(
-            {k: v for k, v in progress.eval_history[-1].items() if k.startswith("eval_")}
-        )
-
     # 6. Artifacts ---------------------------------------------------------------------------
-    artifact_dir = output_dir / MODEL
-    trainer.save_model(str(artifact_dir))  # safetensors weights + tokenizer (with chat template)
-    summary = {
-        "base_model_path": str(model_dir),
-        "dataset_hash": dataset_hash,
-        "config": config.to_dict(),
-        "max_length": config.max_length,
-        "truncation": config.truncation,
-        "eos_appended_as_text": not appends_eos(tokenizer),
-        "tokenizer_changes": tokenizer_changes,
-        "counts": counts,
-        "length": {k: asdict(v) for k, v in result.length.items()},
-        "metrics": result.metrics,
-        "eval_history": result.eval_history,
-        "global_step": state.global_step,
-        "samples_per_second": result.samples_per_second,
-        "versions": _versions(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    (artifact_dir / ARBITER_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    (artifact_dir / "README.md").write_text(model_card(summary))
-    result.artifact_dir = artifact_dir
+    save_artifacts(
+        trainer,
+        result,
+        output_dir=output_dir,
+        summary={
+            "base_model_path": str(model_dir),
+            "dataset_hash": dataset_hash,
+            "config": config.to_dict(),
+            "max_length": config.max_length,
+            "truncation": config.truncation,
+            "eos_appended_as_text": not appends_eos(tokenizer),
+        },
+        summary_file=ARBITER_FILE,
+        model_card=model_card,
+    )
     return result
 
 
@@ -274,8 +239,8 @@ class ArbiterRewardTrainer(RewardTrainer):
         super().log(logs, start_time)
 
 
-class _ProgressCallback(TrainerCallback):
-    """Forward metrics to `on_step`, keep the histories, stop cleanly when asked."""
+class ProgressCallback(TrainerCallback):
+    """Forward metrics to `on_step`, keep the histories, stop cleanly when asked (also for DPO)."""
 
     def __init__(self, on_step: OnStep | None, should_stop: ShouldStop | None) -> None:
         self.on_step = on_step
@@ -361,21 +326,10 @@ def split_held_out(items: Sequence[T], eval_fraction: float, seed: int) -> tuple
     )
 
 
-def dataset_fingerprint(dataset: Sequence[dict[str, Any]]) -> str:
-    """Return a sha256 of the rows, used to refuse resuming a run on different data."""
-    digest = hashlib.sha256()
-    for row in dataset:
-        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
-
-
 def model_card(summary: dict[str, Any]) -> str:
     """Render the README.md saved with a trained reward model."""
     config = summary["config"]
-    counts = summary["counts"]
     length = summary["length"]
-    metrics = summary["metrics"]
     loss = "-logsigmoid(r_chosen - r_rejected" + (" - margin)" if config["use_margin"] else ")")
     if config["center_rewards_coefficient"] is not None:
         loss += f" + {config['center_rewards_coefficient']} * mean(r^2)"
@@ -384,8 +338,6 @@ def model_card(summary: dict[str, Any]) -> str:
         if summary["truncation"] == "truncate_left"
         else "left out of training"
     )
-    metric_rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
-    versions = ", ".join(f"{k} {v}" for k, v in summary["versions"].items())
     return f"""---
 library_name: transformers
 pipeline_tag: text-classification
@@ -399,18 +351,14 @@ base model `{summary["base_model_path"]}`.
 
 ## Data
 
-- dataset hash: `{summary["dataset_hash"] or "not given"}`
-- pairs: {counts["pairs"]} in all; {counts["train_pairs"]} trained on, {counts["eval_pairs"]} held out
-  (share {config["eval_fraction"]}, seed {config["seed"]})
+{card_pairs(summary)}
 - length policy `{summary["truncation"]}` at {summary["max_length"]} tokens: pairs longer than that were {policy}.
   Train: {length["train"]["truncated"]} truncated, {length["train"]["dropped"]} dropped of {length["train"]["pairs"]};
   held out: {length["eval"]["truncated"]} truncated, {length["eval"]["dropped"]} dropped of {length["eval"]["pairs"]}.
 
 ## Final metrics (held out: accuracy = share of pairs with r_chosen > r_rejected)
 
-| metric | value |
-| --- | --- |
-{metric_rows}
+{card_metric_table(summary["metrics"])}
 
 ## Config
 
@@ -431,8 +379,7 @@ text = tok.apply_chat_template(prompt + [{{"role": "assistant", "content": reply
 pipeline("text-classification", model=path)(text, function_to_apply="none")[0]["score"]
 ```
 
-Tokenizer changes made for training: {"; ".join(summary["tokenizer_changes"]) or "none"}.
-Trained {summary["created"]} with {versions}; {summary["global_step"]} optimizer steps.
+{card_provenance(summary)}; {summary["global_step"]} optimizer steps.
 """
 
 
@@ -440,32 +387,10 @@ Trained {summary["created"]} with {versions}; {summary["global_step"]} optimizer
 
 
 def _check_pairs(dataset: Sequence[dict[str, Any]], *, use_margin: bool) -> list[Pair]:
-    if not isinstance(dataset, Sequence) or isinstance(dataset, str | bytes):
-        raise DatasetError(
-            f"dataset must be a list of preference rows (dicts), got {type(dataset).__name__}"
-        )
-    if len(dataset) < 2:
-        raise DatasetError(
-            f"dataset has {len(dataset)} row(s); a reward model needs at least 2 pairs"
-        )
     pairs = []
-    for i, row in enumerate(dataset):
-        if not isinstance(row, dict):
-            raise DatasetError(
-                f"row {i}: must be a dict with prompt/chosen/rejected, got {type(row).__name__}"
-            )
-        try:
-            prompt = check_messages(row.get("prompt", []), f"row {i}: prompt", allow_empty=True)
-            for key in ("chosen", "rejected"):
-                if key not in row:
-                    raise FormatError(f"row {i}: {key}: missing")
-            chosen = check_messages(row["chosen"], f"row {i}: chosen")
-            rejected = check_messages(row["rejected"], f"row {i}: rejected")
-        except FormatError as exc:
-            raise DatasetError(
-                f"{exc}. Rows use TRL's conversational preference format: "
-                "{'prompt': [messages], 'chosen': [messages], 'rejected': [messages]}."
-            ) from None
+    for i, (row, prompt, chosen, rejected) in enumerate(
+        check_preference_rows(dataset, trainer="a reward model")
+    ):
         margin = row.get("margin")
         if use_margin:
             if (
@@ -510,110 +435,9 @@ def _check_positions(model: Any, max_length: int) -> None:
         )
 
 
-def _prepare_output_dir(
-    output_dir: Path,
-    config: RewardModelConfig,
-    pairs: Sequence[Pair],
-    resume_from_checkpoint: bool | str | Path | None,
-) -> Path | None:
-    """Record the run's identity; on resume, check it matches and return the checkpoint."""
-    run = {"config": config.to_dict(), "data": dataset_fingerprint([asdict(p) for p in pairs])}
-    run_file = output_dir / RUN_FILE
-    checkpoint_root = output_dir / CHECKPOINTS
-    if resume_from_checkpoint in (None, False):
-        if _last_checkpoint(checkpoint_root) is not None:
-            raise ValueError(
-                f"{checkpoint_root} already holds checkpoints of an earlier run. Pass "
-                "resume_from_checkpoint=True to continue it, or use a new output_dir."
-            )
-        output_dir.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(json.dumps(run, indent=2) + "\n")
-        return None
-    if resume_from_checkpoint is True:
-        path = _last_checkpoint(checkpoint_root)
-        if path is None:
-            raise ValueError(f"No checkpoint to resume from in {checkpoint_root}.")
-    else:
-        path = Path(resume_from_checkpoint)
-        if not (path / "trainer_state.json").is_file():
-            raise ValueError(f"{path} is not a training checkpoint (no trainer_state.json).")
-    if run_file.is_file():
-        before = json.loads(run_file.read_text())
-        if before != run:
-            changed = "config" if before.get("config") != run["config"] else "dataset"
-            raise ValueError(
-                f"Cannot resume: the {changed} differs from the run that wrote {path}. Resume with the "
-                "same config and dataset, or start a new run in a new output_dir."
-            )
-    return path
-
-
-def _last_checkpoint(checkpoint_root: Path) -> Path | None:
-    if not checkpoint_root.is_dir():
-        return None
-    last = get_last_checkpoint(str(checkpoint_root))
-    return Path(last) if last else None
-
-
-def _trl_args(config: RewardModelConfig, checkpoint_root: Path, *, has_eval: bool) -> RewardConfig:
-    """Map Arbiter's config onto TRL's RewardConfig, overriding its CPU-hostile defaults."""
-    if config.mixed_precision == "auto":
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    else:
-        bf16 = config.mixed_precision == "bf16"
-    evaluate_every = has_eval and config.eval_steps is not None
-    return RewardConfig(
-        output_dir=str(checkpoint_root),
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps if config.max_steps is not None else -1,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_eval_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio,
-        lr_scheduler_type=config.lr_scheduler_type,
-        max_grad_norm=config.max_grad_norm,
-        # TRL turns bf16 on whenever fp16 is off (70-90 s a step on a CPU without bf16) and
-        # gradient checkpointing on by default: both are explicit here.
-        bf16=bf16,
-        fp16=config.mixed_precision == "fp16",
-        gradient_checkpointing=config.gradient_checkpointing,
-        # The length policy was applied already; TRL's own filter would drop pairs silently.
-        max_length=None,
-        center_rewards_coefficient=config.center_rewards_coefficient,
-        logging_strategy="steps",
-        logging_steps=config.logging_steps,
-        eval_strategy="steps" if evaluate_every else "no",
-        eval_steps=config.eval_steps if evaluate_every else None,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        save_only_model=False,  # optimizer, scheduler and RNG states make resuming exact
-        seed=config.seed,
-        data_seed=config.seed,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        push_to_hub=False,
-    )
-
-
 def _numbers(logs: dict[str, Any]) -> dict[str, float]:
     return {
         k: float(v)
         for k, v in logs.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-
-
-def _versions() -> dict[str, str]:
-    import transformers
-    import trl
-
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "trl": trl.__version__,
     }
