@@ -175,3 +175,72 @@ def test_a_starting_worker_ends_the_runs_a_dead_one_left_running(world, manager,
         _stop(worker)
     run.refresh_from_db()
     assert "(lost-host:1) stopped sending heartbeats" in run.error
+
+
+def test_a_killed_ppo_run_resumes_on_the_trajectory_it_would_have_taken(
+    world, manager, settings, tmp_path, tiny_models
+):
+    """PPO, kill -9 mid-run, recovered, resumed on a new worker: the final policy equals the one an
+    uninterrupted run ends with (policy, value model, optimizers, schedules, RNG and data position
+    all come back from the checkpoint)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from training.ppo import PPOConfig, train_ppo
+
+    config = {
+        "learning_rate": 3e-3, "num_steps": 30, "batch_size": 4, "mini_batch_size": 2, "num_ppo_epochs": 1,
+        "response_length": 6, "save_steps": 5, "sample_steps": None, "seed": 0,
+        "reward_model_path": str(tiny_models.reward_base),
+    }  # fmt: skip
+    run = training_run_create(
+        kind="ppo", dataset=None, campaign=world.campaign, base_model_path=str(tiny_models.causal_lm),
+        config=config, created_by=manager,
+    )  # fmt: skip
+    output_dir = Path(run.config["output_dir"])
+    first = start_worker(tmp_path, settings, "ppo-first")
+    try:
+        wait_for(
+            lambda: last_checkpoint(output_dir) is not None and TrainingRun.objects.get(pk=run.pk).step >= 7,
+            timeout=180, what="the PPO worker to pass a checkpoint", log=tmp_path / "ppo-first.log",
+        )  # fmt: skip
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        _stop(first)
+    checkpoint = last_checkpoint(output_dir)
+    assert TrainingRun.objects.get(pk=run.pk).status == "running"
+    wait_for(
+        lambda: TrainingRun.objects.get(pk=run.pk).heartbeat_at < timezone.now() - timedelta(seconds=STALE_AFTER),
+        timeout=STALE_AFTER + 5, what="the heartbeat to go stale",
+    )  # fmt: skip
+    assert [r.pk for r in training_runs_recover_stale(stale_after=STALE_AFTER)] == [run.pk]
+
+    run = training_run_resume(run=TrainingRun.objects.get(pk=run.pk), by=manager)
+    second = start_worker(tmp_path, settings, "ppo-second")
+    try:
+        wait_for(
+            lambda: TrainingRun.objects.get(pk=run.pk).status in TrainingRun.ENDED,
+            timeout=240, what="the resumed PPO run to end", log=tmp_path / "ppo-second.log",
+        )  # fmt: skip
+    finally:
+        _stop(second)
+    run.refresh_from_db()
+    assert run.status == "succeeded", (run.error, (tmp_path / "ppo-second.log").read_text()[-3000:])
+    assert (run.step, run.total_steps) == (30, 30)
+    started = list(run.log_lines.filter(message__startswith="Started on").values_list("message", flat=True))
+    assert len(started) == 2 and f"resuming from {checkpoint.name}" in started[1]
+    steps = list(TrainingMetric.objects.filter(run=run).order_by("step").values_list("step", flat=True))
+    assert steps == list(range(1, 31))
+
+    # The same run, uninterrupted, in this process.
+    prompts = [row for row in world.campaign.prompts.order_by("pk").values_list("messages", flat=True)]
+    straight = train_ppo(
+        PPOConfig.from_dict({**run.config, "output_dir": str(tmp_path / "straight")}), prompts=prompts,
+        policy_path=run.base_model_path, reward_model_path=run.config["reward_model_path"],
+    )  # fmt: skip
+    resumed = load_file(Path(run.artifacts["model"]) / "model.safetensors")
+    expected = load_file(straight.artifact_dir / "model.safetensors")
+    assert resumed.keys() == expected.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
