@@ -3,15 +3,16 @@
  *
  * Draws the payload embedded in the page (`#dashboard-data`) as Chart.js charts, figures and
  * tables, then opens the websocket named by `data-live-url` and redraws on each
- * `{"type": "dashboard", "dashboard": {...}}` it receives: no reload. Reconnects with capped,
- * jittered exponential backoff; a 4403 close (not allowed any more) stops and asks for a reload.
+ * `{"type": "dashboard", "dashboard": {...}}` it receives: no reload. The socket, its reconnects
+ * and the "Live" indicator are live.ts's.
  *
  * Text alternatives: every canvas is `role="img"` with a one-line label and a summary paragraph
  * (aria-describedby) rewritten on each update; the annotator and leaderboard tables hold the
  * numbers the charts draw. Usernames and model names only ever go in as text.
  */
 import { COLORS, intervalChart, makeChart, referenceLine, setChart, type AnyChart } from './charts';
-import { h } from './dom';
+import { flash, h } from './dom';
+import { openLiveSocket } from './live';
 
 interface Annotator {
   user_id: number;
@@ -66,18 +67,6 @@ interface Dashboard {
   leaderboard: { rows: LeaderboardRow[]; bootstrap_rounds: number; confidence: number; scale: string; prior: number; note: string };
   quality_as_of: { judgment_count: number; stale: boolean; refresh_in: number | null; compute_seconds: number };
 }
-
-type State = 'connecting' | 'live' | 'reconnecting' | 'stopped';
-
-const CLOSE_FORBIDDEN = 4403;
-const BACKOFF_START_MS = 500;
-const BACKOFF_MAX_MS = 15_000;
-const LABELS: Record<State, string> = {
-  connecting: 'Connecting…',
-  live: 'Live',
-  reconnecting: 'Reconnecting…',
-  stopped: 'Not live: reload the page',
-};
 
 const numberFormat = new Intl.NumberFormat();
 const num = (v: number): string => numberFormat.format(v);
@@ -307,11 +296,7 @@ class DashboardView {
     for (const el of this.root.querySelectorAll<HTMLElement>(`[data-field="${name}"], [data-stat="${name}"]`)) {
       if (el.textContent === text) continue;
       el.textContent = text;
-      if (el.classList.contains('stat')) {
-        el.classList.remove('changed');
-        void el.offsetWidth; // restart the flash animation
-        el.classList.add('changed');
-      }
+      if (el.classList.contains('stat')) flash(el);
     }
   }
 
@@ -520,99 +505,10 @@ class DashboardView {
   }
 }
 
-/** ws:// or wss:// (as the page) URL for a path on this host. */
-function socketUrl(path: string): string {
-  const url = new URL(path, window.location.href);
-  url.protocol = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return url.toString();
-}
-
 function isDashboard(value: unknown): value is Dashboard {
   if (!value || typeof value !== 'object') return false;
   const d = value as Partial<Dashboard>;
   return !!d.progress && !!d.throughput && Array.isArray(d.annotators) && !!d.leaderboard && Array.isArray(d.leaderboard.rows);
-}
-
-function startLive(root: HTMLElement, url: string, view: DashboardView): void {
-  const indicator = root.querySelector<HTMLElement>('[data-testid=live-status]');
-  let socket: WebSocket | null = null;
-  let attempt = 0;
-  let timer: number | undefined;
-  let stopped = false;
-
-  function setState(state: State): void {
-    if (!indicator) return;
-    indicator.dataset.state = state;
-    const label = indicator.querySelector('.live-label') ?? indicator;
-    label.textContent = LABELS[state];
-  }
-
-  function onMessage(event: MessageEvent): void {
-    let data: unknown;
-    try {
-      data = JSON.parse(String(event.data));
-    } catch {
-      return;
-    }
-    if (!data || typeof data !== 'object') return;
-    const message = data as { type?: unknown; dashboard?: unknown };
-    if (message.type !== 'dashboard' || !isDashboard(message.dashboard)) return;
-    attempt = 0;
-    setState('live');
-    view.render(message.dashboard);
-  }
-
-  function retry(): void {
-    setState('reconnecting');
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** attempt);
-    attempt += 1;
-    timer = window.setTimeout(connect, base / 2 + Math.random() * (base / 2));
-  }
-
-  function connect(): void {
-    timer = undefined;
-    if (stopped) return;
-    let ws: WebSocket;
-    try {
-      ws = new WebSocket(url);
-    } catch {
-      retry();
-      return;
-    }
-    socket = ws;
-    ws.addEventListener('message', onMessage);
-    ws.addEventListener('close', (event) => {
-      if (socket !== ws) return;
-      socket = null;
-      if (event.code === CLOSE_FORBIDDEN) {
-        stopped = true;
-        setState('stopped');
-        return;
-      }
-      retry();
-    });
-  }
-
-  function reconnectNow(): void {
-    if (stopped || socket || timer === undefined) return;
-    window.clearTimeout(timer);
-    attempt = 0;
-    connect();
-  }
-
-  window.addEventListener('online', reconnectNow);
-  document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'visible') reconnectNow();
-  });
-  window.addEventListener('pagehide', (event) => {
-    if (event.persisted) return;
-    stopped = true;
-    if (timer !== undefined) window.clearTimeout(timer);
-    const ws = socket;
-    socket = null;
-    ws?.close(1000);
-  });
-  connect();
 }
 
 function main(): void {
@@ -629,7 +525,12 @@ function main(): void {
     }
   }
   const path = root.dataset.liveUrl;
-  if (path && typeof WebSocket !== 'undefined') startLive(root, socketUrl(path), view);
+  if (!path) return;
+  openLiveSocket(path, {
+    indicator: root.querySelector<HTMLElement>('[data-testid=live-status]'),
+    read: (message) => (message.type === 'dashboard' && isDashboard(message.dashboard) ? message.dashboard : null),
+    onMessage: (dashboard) => view.render(dashboard),
+  });
 }
 
 if (document.readyState === 'loading') {

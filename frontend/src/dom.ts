@@ -28,3 +28,10 @@ export function append(parent: Node, ...children: Child[]): void {
 export function kbd(key: string): HTMLElement {
   return h('kbd', { 'aria-hidden': 'true' }, key);
 }
+
+/** Replay the `changed` highlight on an element whose value just changed. */
+export function flash(el: HTMLElement): void {
+  el.classList.remove('changed');
+  void el.offsetWidth; // force a reflow, or the animation does not restart
+  el.classList.add('changed');
+}

@@ -5,8 +5,8 @@
  * then opens the run's websocket and applies each `{"type": "snapshot" | "update", run, metrics,
  * log}` message: the progress bar, the charts (Chart.js, bundled), the PPO sample table and the
  * log change without a reload. Which charts and final figures a run shows depends on its kind
- * (the table in run_view.ts). Cancel and resume go through the HTTP API. Reconnects with capped,
- * jittered exponential backoff; a 4403 close (not allowed any more) stops and asks for a reload.
+ * (the table in run_view.ts). Cancel and resume go through the HTTP API. The socket, its
+ * reconnects and the "Live" indicator are live.ts's.
  *
  * Log lines, errors and sampled model outputs are inserted as text, never as HTML.
  */
@@ -20,6 +20,7 @@ import {
   Tooltip,
   type ChartDataset,
 } from 'chart.js';
+import { openLiveSocket } from './live';
 import {
   finalFacts,
   isWarning,
@@ -73,11 +74,6 @@ interface PageData {
   initial: State;
 }
 
-type Live = 'connecting' | 'live' | 'reconnecting' | 'stopped';
-
-const CLOSE_FORBIDDEN = 4403;
-const BACKOFF_START_MS = 500;
-const BACKOFF_MAX_MS = 15_000;
 const STATUS_LABELS: Record<Run['status'], string> = {
   queued: 'Queued',
   running: 'Running',
@@ -92,20 +88,8 @@ const STATUS_BADGES: Record<Run['status'], string> = {
   failed: 'badge-danger',
   cancelled: 'badge-closed',
 };
-const LIVE_LABELS: Record<Live, string> = {
-  connecting: 'Connecting…',
-  live: 'Live',
-  reconnecting: 'Reconnecting…',
-  stopped: 'Not live: reload the page',
-};
 const SERIES_COLORS = ['#3b5bdb', '#c77700', '#2b8a3e', '#ae3ec9'];
 const ENDED: Run['status'][] = ['succeeded', 'failed', 'cancelled'];
-
-function socketUrl(path: string): string {
-  const url = new URL(path, window.location.href);
-  url.protocol = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return url.toString();
-}
 
 class RunPage {
   private run: Run;
@@ -381,94 +365,24 @@ class RunPage {
   }
 }
 
-function startLive(page: RunPage, root: HTMLElement, url: string): void {
-  const indicator = root.querySelector<HTMLElement>('[data-testid=live-status]');
-  let socket: WebSocket | null = null;
-  let attempt = 0;
-  let timer: number | undefined;
-  let stopped = false;
-
-  function setLive(state: Live): void {
-    if (!indicator) return;
-    indicator.dataset.state = state;
-    const label = indicator.querySelector('.live-label') ?? indicator;
-    label.textContent = LIVE_LABELS[state];
-  }
-
-  function onMessage(event: MessageEvent): void {
-    let data: unknown;
-    try {
-      data = JSON.parse(String(event.data));
-    } catch {
-      return;
-    }
-    const message = data as Partial<State> & { type?: unknown };
-    if ((message.type !== 'snapshot' && message.type !== 'update') || !message.run) return;
-    attempt = 0;
-    setLive('live');
-    page.apply({ run: message.run, metrics: message.metrics ?? [], log: message.log ?? [] });
-  }
-
-  function retry(): void {
-    setLive('reconnecting');
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** attempt);
-    attempt += 1;
-    timer = window.setTimeout(connect, base / 2 + Math.random() * (base / 2));
-  }
-
-  function connect(): void {
-    timer = undefined;
-    if (stopped) return;
-    let ws: WebSocket;
-    try {
-      ws = new WebSocket(url);
-    } catch {
-      retry();
-      return;
-    }
-    socket = ws;
-    ws.addEventListener('message', onMessage);
-    ws.addEventListener('close', (event) => {
-      if (socket !== ws) return;
-      socket = null;
-      if (event.code === CLOSE_FORBIDDEN) {
-        stopped = true;
-        setLive('stopped');
-        return;
-      }
-      retry();
-    });
-  }
-
-  function reconnectNow(): void {
-    if (stopped || socket || timer === undefined) return;
-    window.clearTimeout(timer);
-    attempt = 0;
-    connect();
-  }
-
-  window.addEventListener('online', reconnectNow);
-  document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'visible') reconnectNow();
-  });
-  window.addEventListener('pagehide', (event) => {
-    if (event.persisted) return;
-    stopped = true;
-    if (timer !== undefined) window.clearTimeout(timer);
-    const ws = socket;
-    socket = null;
-    ws?.close(1000);
-  });
-  connect();
-}
-
 function main(): void {
   const root = document.getElementById('run-page');
   const script = document.getElementById('run-page-data');
   if (!root || !script?.textContent) return;
   const data = JSON.parse(script.textContent) as PageData;
   const page = new RunPage(root, data);
-  if (typeof WebSocket !== 'undefined') startLive(page, root, socketUrl(data.liveUrl));
+  openLiveSocket(data.liveUrl, {
+    indicator: root.querySelector<HTMLElement>('[data-testid=live-status]'),
+    read: (message): State | null =>
+      (message.type === 'snapshot' || message.type === 'update') && message.run
+        ? {
+            run: message.run as Run,
+            metrics: (message.metrics as MetricRow[] | undefined) ?? [],
+            log: (message.log as LogLine[] | undefined) ?? [],
+          }
+        : null,
+    onMessage: (state) => page.apply(state),
+  });
 }
 
 if (document.readyState === 'loading') {

@@ -2,7 +2,8 @@
 (resumable), and resuming it on a new worker finishes it from its checkpoint with the same total.
 
 Real Celery workers (`celery -A config worker -Q training --pool solo`) run as subprocesses on a
-filesystem broker in a temporary folder, sharing this test's SQLite database file.
+filesystem broker in a temporary folder, sharing this test's database (the SQLite file, or the
+PostgreSQL test database).
 """
 
 import os
@@ -41,12 +42,22 @@ def world(settings, tiny_models, tmp_path, make_campaign, annotator, manager):
         yield build_dataset(campaign, manager)
 
 
+def _database_url() -> str:
+    """Return the URL of this test's database (SQLite file or PostgreSQL test database)."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    user = db.get("USER") or ""
+    auth = f"{user}:{db['PASSWORD']}@" if db.get("PASSWORD") else (f"{user}@" if user else "")
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
 def start_worker(tmp_path: Path, settings, name: str, *, stale_seconds: float = 3600) -> subprocess.Popen:
     """Start a real training worker on the private broker and this test's database."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "DATABASE_URL": _database_url(),
         "ARBITER_DATA_DIR": str(tmp_path / "data"),  # its broker folders are data/broker/...
         "CELERY_BROKER_URL": "filesystem://",
         "ARBITER_MODEL_ROOTS": os.pathsep.join(str(r) for r in settings.ARBITER_MODEL_ROOTS),
