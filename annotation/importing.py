@@ -32,6 +32,17 @@ _HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
 _HH_ROLE = {"Human": "user", "Assistant": "assistant"}
 
 
+def _has_nul(value: Any) -> bool:
+    """Return whether a parsed JSON value holds a NUL character in any string (PostgreSQL refuses them)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class LineError(ValueError):
     """A reason a line cannot be imported."""
 
@@ -104,6 +115,9 @@ def parse_jsonl(
             row = json.loads(text)
         except json.JSONDecodeError as exc:
             report.add_error(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if "\\u0000" in text and _has_nul(row):
+            report.add_error(number, "contains a NUL character (\\u0000), which cannot be stored; remove it")
             continue
         try:
             record = parse_row(row, line=number, format=format)

@@ -267,7 +267,8 @@ def _generate_one_checkpoint(
             for row, (i, s) in enumerate(b_rows):
                 reply_ids, ended = cut_at_eos(b_out[row, b_len:].tolist(), eos_ids)
                 text_ids = reply_ids[:-1] if ended else reply_ids
-                text = tokenizer.decode(text_ids, skip_special_tokens=True).strip()
+                # A byte-level model can write a NUL byte; PostgreSQL text cannot hold one.
+                text = tokenizer.decode(text_ids, skip_special_tokens=True).replace("\x00", "\ufffd").strip()
                 out[(i, s)] = Sample(
                     checkpoint=label, index=s, text=text, tokens=len(reply_ids), finished=ended
                 )

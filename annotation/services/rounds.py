@@ -651,6 +651,11 @@ def _check_generations(
                     "generations",
                     f"prompt {entry.prompt_id}, reply {i}: must be a Candidate with text",
                 )
+            if "\x00" in c.content:
+                raise field_error(
+                    "generations",
+                    f"prompt {entry.prompt_id}, reply {i}: contains a NUL character, which cannot be stored",
+                )
             if (
                 not isinstance(c.model_name, str)
                 or not c.model_name.strip()

@@ -145,6 +145,8 @@ def test_hh_harmless_1500_file_imports_every_line():
         (json.dumps({"chosen": "\n\nHuman: q\n\nAssistant: a\n\nHuman: more",
                      "rejected": "\n\nHuman: q\n\nAssistant: b"}), "chosen: after the conversation it shares"),
         (json.dumps({"id": {"x": 1}, "prompt": "q", "chosen": "a", "rejected": "b"}), "id: must be a string or an integer"),
+        (json.dumps({"prompt": "q", "chosen": "a\u0000b", "rejected": "b"}),
+         "contains a NUL character (\\u0000), which cannot be stored; remove it"),
     ],
 )
 def test_each_kind_of_bad_line_is_reported_with_its_number(line, message):
@@ -156,6 +158,12 @@ def test_each_kind_of_bad_line_is_reported_with_its_number(line, message):
     (number, text), = report.errors
     assert number == 3
     assert message in text
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul():
+    """Only a real NUL is refused: the text `\\u0000` (a backslash, then u0000) imports."""
+    report = parse_jsonl([json.dumps({"prompt": "q", "chosen": "a \\u0000 b", "rejected": "b"})])
+    assert report.ok, report.errors
 
 
 def test_invalid_utf8_and_repeated_ids_and_empty_file():
