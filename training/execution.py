@@ -244,17 +244,28 @@ class _StepRecorder:
                 run.save(update_fields=["summary"])
 
 
+_LOGGED = (
+    ("loss", "loss"),
+    ("accuracy", "accuracy"),
+    ("margin", "margin"),
+    ("rewards/accuracies", "reward accuracy"),
+    ("objective/scores", "score"),
+    ("objective/kl", "kl"),
+    ("objective/entropy", "entropy"),
+    ("learning_rate", "lr"),
+    ("lr", "lr"),
+    ("grad_norm", "grad_norm"),
+)
+
+
 def metrics_line(step: int, total: int, split: str, values: dict[str, float]) -> str:
     """Return the log line of one logged step: the metrics people read first."""
     prefix = "eval_" if split == TrainingMetric.Split.EVAL else ""
     shown = []
-    for name in ("loss", "accuracy", "margin", "learning_rate", "grad_norm"):
+    for name, label in _LOGGED:  # reward and DPO (Trainer names), then PPO's
         value = values.get(prefix + name)
         if value is not None:
-            label = "lr" if name == "learning_rate" else name
-            shown.append(
-                f"{label} {value:.2e}" if name == "learning_rate" else f"{label} {value:.4f}"
-            )
+            shown.append(f"{label} {value:.2e}" if label == "lr" else f"{label} {value:.4f}")
     head = f"Held-out evaluation at step {step}/{total}" if prefix else f"Step {step}/{total}"
     return head + (": " + ", ".join(shown) if shown else "")
 

@@ -73,6 +73,7 @@ def test_a_ppo_run_trains_on_the_campaigns_prompts_to_success(training_settings,
     assert (model / "model.safetensors").is_file() and (model / "arbiter_ppo.json").is_file()
     log = [line.message for line in run.log_lines.order_by("pk")]
     assert "from the base model: 6 training rows" in log[1]
+    assert any(line.startswith("Step 2/4: score ") and ", kl " in line for line in log)
     assert log[-1].startswith("Succeeded after 4 steps")
 
 
