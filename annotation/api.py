@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 from annotation import exports
 from annotation.errors import ApplicationError, ConflictError, NotFoundError, field_error
 from annotation.forms import AUDIT_PER_PAGE, ITEM_FILTERS, ITEMS_PER_PAGE
-from annotation.models import Assignment, Campaign, Dataset, Item, ItemResponse, Judgment, Role
+from annotation.models import Campaign, Dataset, Item, ItemResponse, Judgment, Role
 from annotation.permissions import IsAnyRole, IsManager
 from annotation.selectors import (
     campaign_get_for_user,
@@ -32,7 +32,6 @@ from annotation.selectors import (
     campaign_progress,
     dataset_get_for_user,
     dataset_list_for_campaign,
-    judging_progress,
 )
 from annotation.services.audit import audit_list_for_campaign
 from annotation.services.campaigns import (
@@ -65,10 +64,11 @@ from annotation.services.people import (
 )
 from annotation.services.serving import (
     SKIP_REASONS,
+    NextResult,
     assignment_extend,
-    assignment_lease_next,
     assignment_skip,
     judgment_submit,
+    lease_next,
 )
 
 ERROR = inline_serializer("Error", {"message": serializers.CharField(), "extra": serializers.DictField()})
@@ -226,18 +226,21 @@ class AssignmentOutputSerializer(serializers.Serializer):
     item = ItemSerializer()
 
 
-def assignment_payload(assignment: Assignment) -> dict:
-    """Build the annotator's view of an assignment: content only, in the order shown."""
-    item = assignment.item
-    by_id = dict(ItemResponse.objects.filter(item_id=item.pk).values_list("response_id", "response__content"))
+def next_payload(result: NextResult) -> dict:
+    """The `next` answer: the annotator's view of the assignment (content only, in the order
+    shown, no model names) and their progress line. The hot path (annotation.hotpath) sends the same."""
+    assignment, shown = result.assignment, result.shown
     return {
-        "id": assignment.pk,
-        "expires_at": assignment.expires_at,
-        "item": {
-            "id": item.pk,
-            "messages": item.prompt.messages,
-            "responses": [{"id": rid, "content": by_id[rid]} for rid in assignment.display_order],
+        "assignment": None if assignment is None else {
+            "id": assignment.pk,
+            "expires_at": assignment.expires_at,
+            "item": {
+                "id": assignment.item_id,
+                "messages": shown.messages,
+                "responses": [{"id": rid, "content": content} for rid, content in shown.responses],
+            },
         },
+        "progress": result.progress,
     }
 
 
@@ -257,12 +260,8 @@ class AssignmentNextApi(APIView):
     @extend_schema(request=None, responses={200: OutputSerializer, 409: ERROR}, summary="Lease the next item")
     def post(self, request: Request, campaign_id: int) -> Response:
         # The service authorizes: only an active annotator (or manager) member is served.
-        assignment = assignment_lease_next(campaign_id=campaign_id, annotator=request.user)
-        data = {
-            "assignment": assignment_payload(assignment) if assignment else None,
-            "progress": judging_progress(campaign_id=campaign_id, user=request.user),
-        }
-        return Response(data)  # already in OutputSerializer's shape; it documents the schema
+        result = lease_next(campaign_id=campaign_id, annotator=request.user)
+        return Response(next_payload(result))  # already in OutputSerializer's shape; it documents the schema
 
 
 class JudgmentSubmitApi(APIView):

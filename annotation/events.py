@@ -1,6 +1,9 @@
 """The only place that publishes to the channel layer. Events are sent after commit."""
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -13,7 +16,40 @@ def campaign_group(campaign_id: int) -> str:
     return f"campaign-{campaign_id}"
 
 
+_held = threading.local()
+
+
+@contextmanager
+def held() -> Iterator[list[tuple[str, dict]]]:
+    """Collect this thread's events instead of sending them; the caller sends them itself.
+
+    The hot path (annotation.hotpath) runs services in its own threads and sends their events
+    from the server's event loop, where the in-memory layer's queues live.
+    """
+    outbox: list[tuple[str, dict]] = []
+    _held.outbox = outbox
+    try:
+        yield outbox
+    finally:
+        _held.outbox = None
+
+
+async def send_held(outbox: list[tuple[str, dict]]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for group, message in outbox:
+        try:
+            await layer.group_send(group, message)
+        except Exception:  # as in _send: the judgment is stored; a dashboard misses one tick
+            logger.warning("could not publish %s to %s", message.get("type"), group, exc_info=True)
+
+
 def _send(group: str, message: dict) -> None:
+    outbox = getattr(_held, "outbox", None)
+    if outbox is not None:
+        outbox.append((group, message))
+        return
     layer = get_channel_layer()
     if layer is None:
         return

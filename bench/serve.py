@@ -457,16 +457,17 @@ class Server:
                 self.proc.wait()
 
 
-def start_server(db_url: str, data_dir: str, workers: int, fast: bool, token: str, campaign_id: int) -> Server:
+def start_server(db_url: str, data_dir: str, workers: int, fast: bool, token: str, campaign_id: int,
+                 hot_path: bool = True) -> Server:
     port = free_port()
     cmd = [PYTHON, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
     if fast:
         cmd += ["--loop", "uvloop", "--http", "httptools"]
-    env = dict(os.environ, DATABASE_URL=db_url, ARBITER_DATA_DIR=data_dir)
+    env = dict(os.environ, DATABASE_URL=db_url, ARBITER_DATA_DIR=data_dir, ARBITER_HOT_PATH="1" if hot_path else "0")
     log = open(Path(data_dir) / f"server-{port}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    config = " ".join(cmd[2:])
+    config = " ".join(cmd[2:]) + ("" if hot_path else " (ARBITER_HOT_PATH=0)")
     server = Server(proc, port, config)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -757,7 +758,7 @@ def bench_one(db: str, n_items: int, levels: list[int], args, tmp_root: Path) ->
     migrate(db_url, str(data_dir))
     migrate_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    seed = django_call(db_url, str(data_dir), "seed", str(n_items), str(sum(levels)))
+    seed = django_call(db_url, str(data_dir), "seed", str(n_items), str(sum(levels) + sum(args.django_levels)))
     seed_s = time.perf_counter() - t0
     print(f"[{db} {n_items:,}] migrate {migrate_s:.1f}s, seed {seed_s:.1f}s {seed['timings']}, "
           f"seed check {'OK' if seed['seed_check']['ok'] else seed['seed_check']['problems']}, "
@@ -765,60 +766,68 @@ def bench_one(db: str, n_items: int, levels: list[int], args, tmp_root: Path) ->
           flush=True)
     tokens = seed["tokens"]
     cid = seed["campaign_id"]
-    server = start_server(db_url, str(data_dir), args.workers, args.fast, tokens[0], cid)
-    print(f"[{db} {n_items:,}] server: {server.config}", flush=True)
     rows = []
-    try:
-        offset = 0
-        for n in levels:
-            level_tokens = tokens[offset : offset + n]
-            offset += n
-            snaps = {}
-            spies: list[subprocess.Popen] = []
-
-            def window_start() -> None:
-                snaps["a"] = (time.perf_counter(), cpu_snapshot(server.pids()))  # noqa: B023
-                if args.py_spy:
-                    spies.extend(start_py_spy(server, Path(args.py_spy), f"{db}-{n_items}-{n}", args.duration))  # noqa: B023
-
-            def window_end() -> None:
-                snaps["b"] = (time.perf_counter(), cpu_snapshot(server.pids()))  # noqa: B023
-
-            res = asyncio.run(run_level(
-                server.port, cid, level_tokens, args.warmup, args.duration, args.max_judgments, window_start, window_end
-            ))
-            for spy in spies:
-                spy.wait()
-            seen = data_dir / f"seen-{n}.json"
-            seen.write_text(json.dumps({"judgments": res.judgment_ids, "assignments": res.assignment_ids}))
-            check = django_call(db_url, str(data_dir), "check", str(cid), str(seen))
-            cpu = {}
-            if "a" in snaps and "b" in snaps:
-                wall = snaps["b"][0] - snaps["a"][0]
-                cap = wall * (os.cpu_count() or 1)
-                cpu = {k: round(100 * (snaps["b"][1][k] - snaps["a"][1][k]) / cap, 1) for k in snaps["a"][1]}
-                cpu["other"] = round(cpu["total"] - cpu["client"] - cpu["server"] - cpu["postgres"], 1)
-            jps = res.judgments_in_window / res.window_s if res.window_s > 0 else float("nan")
-            k, peer = peer_figure(n)
-            row = {
-                "db": db, "items": n_items, "annotators": n, "judgments_per_s": round(jps, 1),
-                "judgments": res.judgments_in_window, "window_s": round(res.window_s, 2),
-                "next_p50": pct(res.next_ms, 50), "next_p95": pct(res.next_ms, 95), "next_p99": pct(res.next_ms, 99),
-                "submit_p50": pct(res.submit_ms, 50), "submit_p95": pct(res.submit_ms, 95),
-                "submit_p99": pct(res.submit_ms, 99), "n_next": len(res.next_ms), "n_submit": len(res.submit_ms),
-                "errors": res.errors, "exhausted": res.exhausted, "reconnects": res.reconnects,
-                "check": check, "cpu_pct": cpu, "peer_annotators": k, "peer_jps": peer,
-                "vs_peer": round(jps / peer, 1), "server": server.config,
-            }
-            rows.append(row)
-            print(f"[{db} {n_items:,}] {n:>3} annotators: {jps:7.1f} judgments/s  "
-                  f"next p50/p95/p99 {row['next_p50']:.1f}/{row['next_p95']:.1f}/{row['next_p99']:.1f} ms  "
-                  f"submit {row['submit_p50']:.1f}/{row['submit_p95']:.1f}/{row['submit_p99']:.1f} ms  "
-                  f"errors {sum(res.errors.values())} {res.errors or ''}  violations {check['violations']}  "
-                  f"cpu {cpu}", flush=True)
-    finally:
-        server.stop()
+    offset = 0
+    for hot, path_levels in ((True, levels), (False, args.django_levels)):
+        if not path_levels:
+            continue
+        server = start_server(db_url, str(data_dir), args.workers, args.fast, tokens[0], cid, hot_path=hot)
+        print(f"[{db} {n_items:,}] server: {server.config}", flush=True)
+        try:
+            for n in path_levels:
+                rows.append(run_one_level(db, n_items, n, tokens[offset : offset + n], server, db_url, data_dir,
+                                          cid, args, path="hot path" if hot else "Django only"))
+                offset += n
+        finally:
+            server.stop()
     return rows
+
+
+def run_one_level(db: str, n_items: int, n: int, level_tokens: list[str], server: Server, db_url: str,
+                  data_dir: Path, cid: int, args, path: str) -> dict:
+    snaps = {}
+    spies: list[subprocess.Popen] = []
+
+    def window_start() -> None:
+        snaps["a"] = (time.perf_counter(), cpu_snapshot(server.pids()))
+        if args.py_spy:
+            spies.extend(start_py_spy(server, Path(args.py_spy), f"{db}-{n_items}-{n}", args.duration))
+
+    def window_end() -> None:
+        snaps["b"] = (time.perf_counter(), cpu_snapshot(server.pids()))
+
+    res = asyncio.run(run_level(
+        server.port, cid, level_tokens, args.warmup, args.duration, args.max_judgments, window_start, window_end
+    ))
+    for spy in spies:
+        spy.wait()
+    seen = data_dir / f"seen-{n}-{len(level_tokens)}-{path.split()[0]}.json"
+    seen.write_text(json.dumps({"judgments": res.judgment_ids, "assignments": res.assignment_ids}))
+    check = django_call(db_url, str(data_dir), "check", str(cid), str(seen))
+    cpu = {}
+    if "a" in snaps and "b" in snaps:
+        wall = snaps["b"][0] - snaps["a"][0]
+        cap = wall * (os.cpu_count() or 1)
+        cpu = {k: round(100 * (snaps["b"][1][k] - snaps["a"][1][k]) / cap, 1) for k in snaps["a"][1]}
+        cpu["other"] = round(cpu["total"] - cpu["client"] - cpu["server"] - cpu["postgres"], 1)
+    jps = res.judgments_in_window / res.window_s if res.window_s > 0 else float("nan")
+    k, peer = peer_figure(n)
+    row = {
+        "db": db, "items": n_items, "annotators": n, "path": path, "judgments_per_s": round(jps, 1),
+        "judgments": res.judgments_in_window, "window_s": round(res.window_s, 2),
+        "next_p50": pct(res.next_ms, 50), "next_p95": pct(res.next_ms, 95), "next_p99": pct(res.next_ms, 99),
+        "submit_p50": pct(res.submit_ms, 50), "submit_p95": pct(res.submit_ms, 95),
+        "submit_p99": pct(res.submit_ms, 99), "n_next": len(res.next_ms), "n_submit": len(res.submit_ms),
+        "errors": res.errors, "exhausted": res.exhausted, "reconnects": res.reconnects,
+        "check": check, "cpu_pct": cpu, "peer_annotators": k, "peer_jps": peer,
+        "vs_peer": round(jps / peer, 1), "server": server.config,
+    }
+    print(f"[{db} {n_items:,}] {n:>3} annotators ({path}): {jps:7.1f} judgments/s  "
+          f"next p50/p95/p99 {row['next_p50']:.1f}/{row['next_p95']:.1f}/{row['next_p99']:.1f} ms  "
+          f"submit {row['submit_p50']:.1f}/{row['submit_p95']:.1f}/{row['submit_p99']:.1f} ms  "
+          f"errors {sum(res.errors.values())} {res.errors or ''}  violations {check['violations']}  "
+          f"cpu {cpu}", flush=True)
+    return row
 
 
 def start_py_spy(server: Server, out: Path, name: str, duration: float) -> list[subprocess.Popen]:
@@ -860,9 +869,9 @@ def fmt(v: float) -> str:
 
 def table(rows: list[dict]) -> str:
     out = [
-        "| DB | items | annotators | judgments/s | vs Label Studio | next p50 / p95 / p99 ms "
+        "| DB | items | annotators | path | judgments/s | vs Label Studio | next p50 / p95 / p99 ms "
         "| submit p50 / p95 / p99 ms | errors | invariants | CPU % client / server / PG / other |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in rows:
         errs = sum(r["errors"].values())
@@ -873,7 +882,7 @@ def table(rows: list[dict]) -> str:
                  f"{cpu.get('other', 0):.0f} %")
         out.append(
             f"| {'PostgreSQL' if r['db'] == 'postgres' else 'SQLite'} | {r['items']:,} | {r['annotators']} "
-            f"| {r['judgments_per_s']:.1f} | {r['vs_peer']:.1f}x (LS {r['peer_jps']} @ {r['peer_annotators']}) "
+            f"| {r.get('path', 'hot path')} | {r['judgments_per_s']:.1f} | {r['vs_peer']:.1f}x (LS {r['peer_jps']} @ {r['peer_annotators']}) "
             f"| {fmt(r['next_p50'])} / {fmt(r['next_p95'])} / {fmt(r['next_p99'])} "
             f"| {fmt(r['submit_p50'])} / {fmt(r['submit_p95'])} / {fmt(r['submit_p99'])} "
             f"| {errs}{' ' + json.dumps(r['errors']) if errs else ''} | {inv} | {cpu_s} |"
@@ -882,6 +891,7 @@ def table(rows: list[dict]) -> str:
 
 
 def growth(rows: list[dict]) -> str:
+    rows = [r for r in rows if r.get("path", "hot path") == "hot path"]
     sizes = sorted({r["items"] for r in rows})
     if len(sizes) < 2:
         return ""
@@ -901,12 +911,18 @@ def growth(rows: list[dict]) -> str:
 def targets(rows: list[dict]) -> str:
     lines = []
     for r in rows:
-        if r["db"] == "postgres" and r["annotators"] == 16:
+        if r["db"] == "postgres" and r["annotators"] == 16 and r.get("path", "hot path") == "hot path":
             lines.append(f"- PostgreSQL {r['items']:,} items, 16 annotators: {r['judgments_per_s']:.1f} judgments/s "
                          f"({'meets' if r['judgments_per_s'] >= 300 else 'misses'} >= 300); next p99 "
                          f"{r['next_p99']:.1f} ms ({'meets' if r['next_p99'] < 50 else 'misses'} < 50 ms)")
     v = sum(r["check"]["violations"] for r in rows)
     lines.append(f"- invariant violations over all runs: {v} ({'meets' if v == 0 else 'misses'} zero)")
+    by = {(r["db"], r["items"], r["annotators"], r.get("path", "hot path")): r for r in rows}
+    for (db, n_items, n, path), r in by.items():
+        base = by.get((db, n_items, n, "Django only"))
+        if path == "hot path" and base:
+            lines.append(f"- {db} {n_items:,} items, {n} annotators: hot path {r['judgments_per_s']:.1f} / Django only "
+                         f"{base['judgments_per_s']:.1f} judgments/s = {r['judgments_per_s'] / base['judgments_per_s']:.1f}x")
     return "\n".join(lines)
 
 
@@ -922,6 +938,9 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=None, help="measured seconds per level (default 12)")
     p.add_argument("--warmup", type=float, default=None, help="unmeasured seconds before each window (default 2)")
     p.add_argument("--max-judgments", type=int, default=0, help="stop a level early after this many judgments")
+    p.add_argument("--django-levels", default="", metavar="N,...",
+                   help="also run these concurrency levels with the hot path off (ARBITER_HOT_PATH=0): the "
+                        "same requests through Django and DRF, as a baseline in the same session")
     p.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2)")
     p.add_argument("--no-fast", dest="fast", action="store_false",
                    help="do not pass --loop uvloop --http httptools to uvicorn")
@@ -938,6 +957,7 @@ def main() -> None:
     quick = args.quick
     items = [int(x) for x in (args.items or ("10000" if quick else "10000,1000000")).split(",")]
     levels = [int(x) for x in (args.annotators or ("1,4" if quick else "1,4,16,64")).split(",")]
+    args.django_levels = [int(x) for x in args.django_levels.split(",") if x.strip()]
     args.duration = args.duration if args.duration is not None else (3.0 if quick else 12.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 2.0)
     args.fast = args.fast and have("uvloop") and have("httptools")

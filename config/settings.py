@@ -101,6 +101,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "max_size": int(os.environ.get("ARBITER_DB_POOL_SIZE", "20")),
         "timeout": 30,
     }
+    # Prepared statements for the serving hot path's server-side-binding cursor (Django's own
+    # cursors bind on the client and never prepare). ARBITER_DB_PREPARE=0 turns them off, e.g.
+    # behind a pooler that cannot keep them.
+    if _bool("ARBITER_DB_PREPARE", True):
+        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         # WAL lets readers run beside the single writer; IMMEDIATE takes the write lock at the
@@ -143,6 +148,11 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the judging page reads the token from the page, not the cookie
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# Token clients' `next` and `submit` skip Django's request machinery (annotation.hotpath), in a
+# pool of this many threads per server process.
+ARBITER_HOT_PATH = _bool("ARBITER_HOT_PATH", True)
+ARBITER_HOT_PATH_THREADS = int(os.environ.get("ARBITER_HOT_PATH_THREADS", "4"))
 
 # Largest upload accepted by the import form and API (bytes).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

@@ -341,6 +341,17 @@ def training_rules_on_judgments(*, campaign_id: int, count: int | None = None) -
     )
 
 
+def training_rules_after_judgment(*, campaign_id: int) -> None:
+    """Fire the campaign's every-N-judgments rules after commit; the caller knows it has some.
+
+    The serving hot path reads whether the campaign has such rules in the statement that locks
+    the assignment, so a campaign without rules pays nothing more.
+    """
+    transaction.on_commit(
+        lambda: training_rules_fire(campaign_id=campaign_id, kind=TrainingRule.Kind.EVERY_N_JUDGMENTS)
+    )
+
+
 def training_rules_on_close(*, campaign_id: int) -> None:
     """Fire the campaign's on-close rules after the closing transaction commits."""
     if not TrainingRule.objects.filter(

@@ -7,12 +7,21 @@ annotators take different rows; on SQLite every transaction takes the write lock
 (IMMEDIATE), which serializes the write path.
 """
 
-import random
-from datetime import datetime, timedelta
+from __future__ import annotations
 
+import functools
+import json
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import psycopg
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db import connection, models, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from annotation import events
@@ -24,11 +33,16 @@ from annotation.models import (
     Campaign,
     CampaignCounter,
     Item,
+    ItemResponse,
     Judgment,
     Membership,
+    Prompt,
     Role,
 )
-from training.services import training_rules_on_judgments
+from annotation.models import Response as ResponseModel
+from annotation.selectors import judging_progress
+from training.models import TrainingRule
+from training.services import training_rules_after_judgment
 
 _EXPIRE_BATCH = 200
 
@@ -72,123 +86,386 @@ def leases_expire(*, campaign_id: int, now: datetime | None = None, limit: int =
     return expired
 
 
-def _judge_membership(campaign_id: int, annotator: AbstractBaseUser, *, lock: bool = False) -> Membership | None:
+def _judge_membership(campaign_id: int, annotator: Judge, *, lock: bool = False) -> Membership | None:
     """Return the annotator's membership (with its campaign) if they may judge there now, else raise.
 
     With `lock`, the membership row is locked: one `next` per annotator at a time. Superusers
     may judge without a membership (None is returned).
     """
-    qs = Membership.objects.select_related("campaign").filter(campaign_id=campaign_id, user=annotator)
+    qs = Membership.objects.select_related("campaign").filter(campaign_id=campaign_id, user_id=annotator.pk)
     membership = (qs.select_for_update(of=("self",)) if lock else qs).first()
     if membership is None and not annotator.is_superuser:
         if lock:  # asking for work: a non-member learns nothing about the campaign
             raise NotFoundError("Campaign not found.", extra={"campaign_id": campaign_id})
         raise ForbiddenError("You are not an annotator in this campaign.")
     if membership is not None:
-        if membership.role not in (Role.ANNOTATOR, Role.MANAGER):
-            raise ForbiddenError("Only annotators (and managers) judge in a campaign.")
-        if not membership.is_active:
-            raise ForbiddenError("Your work in this campaign is paused by its manager.")
+        _check_member(membership.role, membership.is_active)
     return membership
 
 
+def _check_member(role: str, is_active: bool) -> None:
+    if role not in (Role.ANNOTATOR, Role.MANAGER):
+        raise ForbiddenError("Only annotators (and managers) judge in a campaign.")
+    if not is_active:
+        raise ForbiddenError("Your work in this campaign is paused by its manager.")
+
+
+# ---------------------------------------------------------------------------------------------
+# The hot path in SQL. `next` and `submit` are the requests every annotator makes for every item,
+# so each runs a handful of hand-written statements (five and seven) instead of the ORM's dozen
+# compiled queries. The statements are built once per database vendor from the models' tables.
+# ---------------------------------------------------------------------------------------------
+
+
+class Judge(Protocol):
+    """Who asks: a user, or the hot path's token lookup (annotation.hotpath)."""
+
+    pk: int
+    is_superuser: bool
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What the annotator's page shows for an assignment: content only, in display order."""
+
+    messages: list
+    responses: list[tuple[int, str]]
+
+
+@dataclass(frozen=True)
+class NextResult:
+    assignment: Assignment | None
+    shown: Shown | None
+    progress: dict[str, int]
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+_JUDGMENT_FIELDS = (
+    "campaign", "item", "assignment", "annotator", "outcome", "preferred_response", "strength", "answer",
+    "rationale", "edited_response", "display_order", "time_taken_ms", "campaign_version", "gold_correct",
+    "created_at",
+)
+
+
+@functools.cache
+def _statements(vendor: str) -> dict[str, str]:
+    q = connection.ops.quote_name
+    t = {
+        m.__name__: q(m._meta.db_table)
+        for m in (Assignment, Campaign, CampaignCounter, Item, ItemResponse, Judgment, Membership, Prompt,
+                  ResponseModel, TrainingRule)
+    }
+    lock = " FOR UPDATE OF m" if vendor == "postgresql" else ""
+    open_item = (
+        f"SELECT i.id FROM {t['Item']} i WHERE i.campaign_id = %s AND i.is_gold IN (%s)"
+        " AND i.judgment_count < i.target - i.lease_count"
+        f" AND NOT EXISTS (SELECT 1 FROM {t['Assignment']} a WHERE a.item_id = i.id AND a.annotator_id = %s)"
+        " ORDER BY i.judgment_count DESC, i.priority DESC, i.random_key ASC LIMIT 1"
+    )
+    if vendor == "postgresql":
+        # SKIP LOCKED: concurrent annotators take different rows instead of queueing on one.
+        lease_item = (
+            f"WITH cand AS ({open_item} FOR UPDATE OF i SKIP LOCKED) "
+            f"UPDATE {t['Item']} SET lease_count = {t['Item']}.lease_count + 1 FROM cand "
+            f"WHERE {t['Item']}.id = cand.id AND {t['Item']}.judgment_count < {t['Item']}.target - {t['Item']}.lease_count "
+            f"RETURNING {t['Item']}.id, {t['Item']}.prompt_id, "
+            # What the page shows, in the same round trip.
+            f"(SELECT p.messages FROM {t['Prompt']} p WHERE p.id = {t['Item']}.prompt_id), "
+            f"(SELECT json_agg(json_build_array(ir.response_id, r.content) ORDER BY ir.position) "
+            f"FROM {t['ItemResponse']} ir JOIN {t['Response']} r ON r.id = ir.response_id "
+            f"WHERE ir.item_id = {t['Item']}.id)"
+        )
+    else:  # SQLite: the transaction holds the write lock from BEGIN (IMMEDIATE)
+        lease_item = (
+            f"UPDATE {t['Item']} SET lease_count = lease_count + 1 WHERE id = ({open_item}) "
+            "AND judgment_count < target - lease_count RETURNING id, prompt_id"
+        )
+    statements = {}
+    if vendor == "postgresql":
+        j = Judgment._meta
+        columns = ", ".join(q(f.column) for f in (j.get_field(n) for n in _JUDGMENT_FIELDS))
+        marks = ", ".join(f"%({n})s" for n in _JUDGMENT_FIELDS)
+        statements["record"] = (
+            f"WITH it AS (UPDATE {t['Item']} SET judgment_count = judgment_count + 1, "
+            "lease_count = lease_count - %(held_n)s "
+            "WHERE id = %(item)s AND (%(held)s OR judgment_count < target - lease_count) "
+            "RETURNING judgment_count >= target AS complete), "
+            f"mem AS (UPDATE {t['Membership']} SET judged = judged + 1, gold_judged = gold_judged + %(scored)s, "
+            "gold_correct = gold_correct + %(correct)s WHERE campaign_id = %(campaign)s "
+            f"AND user_id = %(annotator)s AND is_active AND role IN ('{Role.ANNOTATOR}', '{Role.MANAGER}') "
+            "RETURNING 1), "
+            f"cnt AS (UPDATE {t['CampaignCounter']} SET judgments = judgments + 1, "
+            "items_complete = items_complete + COALESCE((SELECT complete::int FROM it), 0) "
+            "WHERE campaign_id = %(campaign)s AND shard = %(shard)s AND %(counted)s RETURNING 1), "
+            f"asg AS (UPDATE {t['Assignment']} SET status = '{Assignment.Status.SUBMITTED}', "
+            "completed_at = %(created_at)s WHERE id = %(assignment)s RETURNING 1), "
+            f"jud AS (INSERT INTO {t['Judgment']} ({columns}) VALUES ({marks}) RETURNING id) "
+            "SELECT (SELECT complete FROM it), (SELECT count(*) FROM mem), (SELECT id FROM jud)"
+        )
+    return statements | {
+        # The membership row is locked first (one `next` per annotator at a time); the open lease
+        # is read by the next statement, which sees what a concurrent `next` committed meanwhile.
+        "member": (
+            "SELECT m.role, m.is_active, m.cap, m.judged, c.status, c.gold_rate, c.lease_seconds, "
+            f"c.wanted_judgments, (SELECT SUM(k.judgments) FROM {t['CampaignCounter']} k WHERE k.campaign_id = c.id) "
+            f"FROM {t['Membership']} m JOIN {t['Campaign']} c ON c.id = m.campaign_id "
+            f"WHERE m.campaign_id = %s AND m.user_id = %s{lock}"
+        ),
+        "open_lease": (
+            f"SELECT id, item_id, display_order, leased_at, expires_at FROM {t['Assignment']} "
+            "WHERE campaign_id = %s AND annotator_id = %s AND status = 'leased' AND expires_at > %s "
+            "ORDER BY leased_at LIMIT 1"
+        ),
+        "lease_item": lease_item,
+        "shown": (
+            f"SELECT p.messages, ir.response_id, r.content FROM {t['ItemResponse']} ir "
+            f"JOIN {t['Response']} r ON r.id = ir.response_id JOIN {t['Prompt']} p ON p.id = %s "
+            "WHERE ir.item_id = %s ORDER BY ir.position"
+        ),
+        "shown_of_item": (
+            f"SELECT p.messages, ir.response_id, r.content FROM {t['Item']} i "
+            f"JOIN {t['Prompt']} p ON p.id = i.prompt_id JOIN {t['ItemResponse']} ir ON ir.item_id = i.id "
+            f"JOIN {t['Response']} r ON r.id = ir.response_id WHERE i.id = %s"
+        ),
+        # The assignment row is locked; a second submit of it waits here, then sees it submitted.
+        "own_assignment": (
+            "SELECT a.status, a.item_id, a.display_order, a.campaign_id, c.status, c.kind, c.allow_ties, "
+            "c.allow_both_bad, c.use_strength, c.require_rationale, c.allow_editing, c.criteria, c.version, "
+            f"i.is_gold, i.gold, EXISTS (SELECT 1 FROM {t['TrainingRule']} r WHERE r.campaign_id = a.campaign_id "
+            f"AND r.kind = '{TrainingRule.Kind.EVERY_N_JUDGMENTS}' AND r.is_active) "
+            f"FROM {t['Assignment']} a JOIN {t['Campaign']} c ON c.id = a.campaign_id "
+            f"JOIN {t['Item']} i ON i.id = a.item_id WHERE a.id = %s AND a.annotator_id = %s"
+            + (" FOR UPDATE OF a" if vendor == "postgresql" else "")
+        ),
+        "count_in_lease": (
+            f"UPDATE {t['Item']} SET judgment_count = judgment_count + 1, lease_count = lease_count - 1 "
+            "WHERE id = %s RETURNING judgment_count >= target"
+        ),
+        "count_free": (
+            f"UPDATE {t['Item']} SET judgment_count = judgment_count + 1 "
+            "WHERE id = %s AND judgment_count < target - lease_count RETURNING judgment_count >= target"
+        ),
+        "counter": (
+            f"UPDATE {t['CampaignCounter']} SET judgments = judgments + 1, items_complete = items_complete + %s "
+            "WHERE campaign_id = %s AND shard = %s"
+        ),
+        # Counting the judgment against the membership is also the check that the member may
+        # still judge (active, annotator or manager).
+        "member_count": (
+            f"UPDATE {t['Membership']} SET judged = judged + 1, gold_judged = gold_judged + %s, "
+            "gold_correct = gold_correct + %s WHERE campaign_id = %s AND user_id = %s AND is_active "
+            f"AND role IN ('{Role.ANNOTATOR}', '{Role.MANAGER}')"
+        ),
+        "submitted": (
+            f"UPDATE {t['Assignment']} SET status = '{Assignment.Status.SUBMITTED}', completed_at = %s WHERE id = %s"
+        ),
+    }
+
+
+def _sql() -> dict[str, str]:
+    return _statements(connection.vendor)
+
+
+def _db_datetime(value: datetime) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+@contextmanager
+def hot_cursor() -> Iterator[Any]:
+    """A cursor for the hot path's statements.
+
+    On PostgreSQL, a server-side-binding cursor on Django's connection whose statements are
+    prepared once per connection: planning the lease query costs more than running it. Errors
+    are Django's (`wrap_database_errors`), and the statements run in the caller's transaction.
+    Elsewhere, Django's cursor.
+    """
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    connection.ensure_connection()
+    with connection.wrap_database_errors, _PreparedCursor(connection.connection) as cursor:
+        yield cursor
+
+
+class _PreparedCursor(psycopg.Cursor):
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        return super().execute(query, params, prepare=True, **kwargs)
+
+
+def _insert(cursor: Any, model: type, values: dict[str, Any]) -> int:
+    """INSERT one row from field names and values; return its id.
+
+    Values of JSON and date-time fields go through the field's own preparation for the
+    database; the rest (numbers, text, ids, None) are passed as they are.
+    """
+    sql, preps = _insert_sql(connection.vendor, model, tuple(values))
+    params = [v if prep is None else prep(v, connection) for prep, v in zip(preps, values.values(), strict=True)]
+    cursor.execute(sql, params)
+    return cursor.fetchone()[0]
+
+
+@functools.cache
+def _insert_sql(vendor: str, model: type, names: tuple[str, ...]) -> tuple[str, tuple]:
+    q = connection.ops.quote_name
+    fields = [model._meta.get_field(n) for n in names]
+    columns = ", ".join(q(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(names))
+    preps = tuple(
+        f.get_db_prep_save if isinstance(f, (models.JSONField, models.DateTimeField)) else None for f in fields
+    )
+    return f"INSERT INTO {q(model._meta.db_table)} ({columns}) VALUES ({marks}) RETURNING id", preps
+
+
+def _shown(cursor, sql: str, params: list, order: list[int] | None = None) -> Shown:
+    cursor.execute(sql, params)
+    rows = cursor.fetchall()
+    content = {rid: text for _, rid, text in rows}
+    ids = order if order is not None else [rid for _, rid, _ in rows]
+    return Shown(messages=_json(rows[0][0]) if rows else [], responses=[(rid, content[rid]) for rid in ids])
+
+
+def _assignment(**values: Any) -> Assignment:
+    """An Assignment for a row the hot path wrote or read (no query)."""
+    assignment = Assignment(**values)
+    assignment._state.adding = False
+    assignment._state.db = connection.alias
+    return assignment
+
+
 @transaction.atomic
-def assignment_lease_next(*, campaign_id: int, annotator: AbstractBaseUser) -> Assignment | None:
-    """Return the annotator's open lease, or lease them the next item; None when none is left.
+def lease_next(*, campaign_id: int, annotator: Judge) -> NextResult:
+    """Return the annotator's open lease, or lease them the next item, with what the page shows.
 
     Order: items closest to completion first, then higher priority, then a fixed random key.
+    `assignment` is None when nothing is left for them. `progress` is their progress line.
     """
-    membership = _judge_membership(campaign_id, annotator, lock=True)
-    campaign = membership.campaign if membership else Campaign.objects.filter(pk=campaign_id).first()
+    sql = _sql()
+    now = timezone.now()
+    with hot_cursor() as cursor:
+        cursor.execute(sql["member"], [campaign_id, annotator.pk])
+        row = cursor.fetchone()
+        if row is None:
+            return _lease_next_slow(campaign_id=campaign_id, annotator=annotator, now=now)
+        role, is_active, cap, judged, status, gold_rate, lease_seconds, wanted, done = row
+        _check_member(role, bool(is_active))
+        if status != Campaign.Status.ACTIVE:
+            raise ConflictError(f"This campaign is {status}; nothing is being served.")
+        progress = {"done": done or 0, "total": wanted or 0, "mine": judged}
+
+        cursor.execute(sql["open_lease"], [campaign_id, annotator.pk, _db_datetime(now)])
+        lease = cursor.fetchone()
+        if lease is not None:
+            return _reopened(cursor, sql, campaign_id, annotator, lease, progress)
+        if cap is not None and judged >= cap:
+            return NextResult(None, None, progress)
+
+        # Gold checks are drawn at the campaign's rate while regular work remains; they look
+        # exactly like any other item to the annotator.
+        want_gold = gold_rate > 0 and random.random() < gold_rate
+        taken = _lease_item(cursor, sql, campaign_id, annotator, gold=want_gold)
+        if taken is None and want_gold:
+            taken = _lease_item(cursor, sql, campaign_id, annotator, gold=False)
+        if taken is None and leases_expire(campaign_id=campaign_id, now=now):
+            # Lapsed leases were holding the last places; the periodic sweep returns the rest.
+            taken = _lease_item(cursor, sql, campaign_id, annotator, gold=False)
+        if taken is None:
+            return NextResult(None, None, progress)
+        item_id, shown = taken
+    order = [rid for rid, _ in shown.responses]
+    random.SystemRandom().shuffle(order)
+    shown = Shown(shown.messages, [(rid, dict(shown.responses)[rid]) for rid in order])
+    values = {
+        "campaign": campaign_id,
+        "item": item_id,
+        "annotator": annotator.pk,
+        "status": Assignment.Status.LEASED,
+        "display_order": order,
+        "leased_at": now,
+        "expires_at": now + timedelta(seconds=lease_seconds),
+        "skip_reason": "",
+    }
+    with hot_cursor() as cursor:
+        assignment_id = _insert(cursor, Assignment, values)
+    events.campaign_changed(campaign_id=campaign_id)
+    assignment = _assignment(
+        id=assignment_id, campaign_id=campaign_id, item_id=item_id, annotator_id=annotator.pk,
+        status=Assignment.Status.LEASED, display_order=order, leased_at=now, expires_at=values["expires_at"],
+    )
+    return NextResult(assignment, shown, progress)
+
+
+def _lease_item(cursor, sql: dict[str, str], campaign_id: int, annotator: Judge, *, gold: bool) -> tuple | None:
+    """Take a place on the best open item the annotator has not been given: (item id, Shown)."""
+    cursor.execute(sql["lease_item"], [campaign_id, gold, annotator.pk])
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    if len(row) == 4:  # PostgreSQL returns what the page shows with the item
+        return row[0], Shown(_json(row[2]), [(rid, content) for rid, content in _json(row[3]) or []])
+    return row[0], _shown(cursor, sql["shown"], [row[1], row[0]])
+
+
+def _reopened(cursor, sql: dict[str, str], campaign_id: int, annotator: Judge, lease: tuple,
+              progress: dict[str, int]) -> NextResult:
+    assignment_id, item_id, order, leased_at, expires_at = lease
+    order = _json(order)
+    shown = _shown(cursor, sql["shown_of_item"], [item_id], order=order)
+    assignment = _assignment(
+        id=assignment_id, campaign_id=campaign_id, item_id=item_id, annotator_id=annotator.pk,
+        status=Assignment.Status.LEASED, display_order=order,
+        leased_at=_from_db_datetime(leased_at), expires_at=_from_db_datetime(expires_at),
+    )
+    return NextResult(assignment, shown, progress)
+
+
+def _from_db_datetime(value: datetime) -> datetime:
+    """SQLite hands back naive UTC datetimes (PostgreSQL aware ones)."""
+    return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
+
+
+def _lease_next_slow(*, campaign_id: int, annotator: Judge, now: datetime) -> NextResult:
+    """`next` for someone without a membership: a superuser may judge; anyone else gets a 404."""
+    if not annotator.is_superuser:
+        raise NotFoundError("Campaign not found.", extra={"campaign_id": campaign_id})
+    campaign = Campaign.objects.filter(pk=campaign_id).first()
     if campaign is None:
         raise NotFoundError("Campaign not found.", extra={"campaign_id": campaign_id})
     if campaign.status != Campaign.Status.ACTIVE:
         raise ConflictError(f"This campaign is {campaign.status}; nothing is being served.")
-    now = timezone.now()
-
-    open_lease = (
-        Assignment.objects.select_related("item__prompt")
-        .filter(campaign=campaign, annotator=annotator, status=Assignment.Status.LEASED, expires_at__gt=now)
-        .order_by("leased_at")
-        .first()
+    progress = judging_progress(campaign_id=campaign_id, user=annotator)
+    sql = _sql()
+    with hot_cursor() as cursor:
+        cursor.execute(sql["open_lease"], [campaign_id, annotator.pk, _db_datetime(now)])
+        lease = cursor.fetchone()
+        if lease is not None:
+            return _reopened(cursor, sql, campaign_id, annotator, lease, progress)
+        taken = _lease_item(cursor, sql, campaign_id, annotator, gold=False)
+        if taken is None and leases_expire(campaign_id=campaign_id, now=now):
+            taken = _lease_item(cursor, sql, campaign_id, annotator, gold=False)
+        if taken is None:
+            return NextResult(None, None, progress)
+        item_id, shown = taken
+    order = [rid for rid, _ in shown.responses]
+    random.SystemRandom().shuffle(order)
+    assignment = Assignment.objects.create(
+        campaign_id=campaign_id, item_id=item_id, annotator_id=annotator.pk, status=Assignment.Status.LEASED,
+        display_order=order, leased_at=now, expires_at=now + timedelta(seconds=campaign.lease_seconds),
     )
-    if open_lease is not None:
-        return open_lease
-
-    if membership is not None and membership.cap is not None and membership.judged >= membership.cap:
-        return None
-
-    # Gold checks are drawn at the campaign's rate while regular work remains; they look
-    # exactly like any other item to the annotator.
-    want_gold = campaign.gold_rate > 0 and random.random() < campaign.gold_rate
-    item = _next_open_item(campaign, annotator, gold=want_gold)
-    if item is None and want_gold:
-        item = _next_open_item(campaign, annotator, gold=False)
-    if item is None and leases_expire(campaign_id=campaign.pk, now=now):
-        # Lapsed leases were holding the last places; the periodic sweep returns the rest.
-        item = _next_open_item(campaign, annotator, gold=False)
-    if item is None:
-        return None
-
-    response_ids = list(item.item_responses.order_by("position").values_list("response_id", flat=True))
-    random.SystemRandom().shuffle(response_ids)
-    updated = Item.objects.filter(pk=item.pk, judgment_count__lt=F("target") - F("lease_count")).update(
-        lease_count=F("lease_count") + 1
-    )
-    if not updated:  # taken between the read and the write (only possible without row locks)
-        return None
-    events.campaign_changed(campaign_id=campaign.pk)
-    return Assignment.objects.create(
-        campaign=campaign,
-        item=item,
-        annotator=annotator,
-        status=Assignment.Status.LEASED,
-        display_order=response_ids,
-        leased_at=now,
-        expires_at=now + timedelta(seconds=campaign.lease_seconds),
-    )
+    events.campaign_changed(campaign_id=campaign_id)
+    content = dict(shown.responses)
+    return NextResult(assignment, Shown(shown.messages, [(rid, content[rid]) for rid in order]), progress)
 
 
-def _next_open_item(campaign: Campaign, annotator: AbstractBaseUser, *, gold: bool) -> Item | None:
-    """Return (locked, on PostgreSQL) the best open item the annotator has not been given.
-
-    Closest to completion first, then priority, then a fixed random key. The filter matches
-    the partial index `item_serving_open`, which holds only items that still need judgments.
-    """
-    seen = Assignment.objects.filter(item=OuterRef("pk"), annotator=annotator)
-    candidates = (
-        Item.objects.select_related("prompt")
-        # `is_gold__in` and not `is_gold=`: SQLite gets `NOT is_gold` for False, which its
-        # planner cannot match to the index (and then sorts every item of the campaign).
-        .filter(campaign=campaign, is_gold__in=[gold], judgment_count__lt=F("target") - F("lease_count"))
-        .filter(~Exists(seen))
-        .order_by("-judgment_count", "-priority", "random_key")
-    )
-    if _skip_locked():
-        candidates = candidates.select_for_update(skip_locked=True, of=("self",))
-    return candidates.first()
+def assignment_lease_next(*, campaign_id: int, annotator: Judge) -> Assignment | None:
+    """Return the annotator's open lease, or lease them the next item; None when none is left."""
+    return lease_next(campaign_id=campaign_id, annotator=annotator).assignment
 
 
-def _count_judgment(item_id: int, *, lease_held: bool) -> bool | None:
-    """Count a judgment on the item; return whether it is now complete, None if it had no room.
-
-    One UPDATE ... RETURNING (PostgreSQL, and SQLite since 3.35), so completion is known
-    without reading the row again.
-    """
-    table = connection.ops.quote_name(Item._meta.db_table)
-    if lease_held:
-        sql = (f"UPDATE {table} SET judgment_count = judgment_count + 1, lease_count = lease_count - 1 "
-               "WHERE id = %s RETURNING judgment_count >= target")
-    else:
-        sql = (f"UPDATE {table} SET judgment_count = judgment_count + 1 "
-               "WHERE id = %s AND judgment_count < target - lease_count RETURNING judgment_count >= target")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [item_id])
-        row = cursor.fetchone()
-    return None if row is None else bool(row[0])
-
-
-def _lock_own_assignment(assignment_id: int, annotator: AbstractBaseUser) -> Assignment:
+def _lock_own_assignment(assignment_id: int, annotator: Judge) -> Assignment:
     """Lock the annotator's own assignment (with campaign and item); anyone else's is "not found"."""
     assignment = (
         Assignment.objects.select_for_update(of=("self",))
@@ -207,95 +484,146 @@ def _gold_correct(gold: dict, outcome: str, preferred_response_id: int | None) -
     return outcome != "preferred" or gold.get("preferred_response_id") == preferred_response_id
 
 
-def _options(campaign: Campaign) -> PairwiseOptions:
-    return PairwiseOptions(
-        allow_ties=campaign.allow_ties,
-        allow_both_bad=campaign.allow_both_bad,
-        use_strength=campaign.use_strength,
-        require_rationale=campaign.require_rationale,
-        allow_editing=campaign.allow_editing,
+def _record(cursor: Any, sql: dict[str, str], values: dict[str, Any], *, held: bool, counted: bool) -> tuple:
+    """Count the judgment on its item, campaign and member, store it and close the assignment.
+
+    Returns (judgment id, whether the membership counted it); the id is None when the item had
+    no room for it (nothing is written then). A membership that did not count it (a paused or
+    removed member) makes the caller raise, which rolls the transaction back.
+    """
+    cursor.execute(sql["count_in_lease" if held else "count_free"], [values["item"]])
+    row = cursor.fetchone()
+    if row is None:
+        return None, False
+    if counted:
+        cursor.execute(sql["counter"], [int(bool(row[0])), values["campaign"], random.randrange(COUNTER_SHARDS)])
+    scored = values["gold_correct"] is not None
+    cursor.execute(
+        sql["member_count"], [int(scored), int(bool(values["gold_correct"])), values["campaign"], values["annotator"]]
     )
+    member_counted = cursor.rowcount > 0
+    judgment_id = _insert(cursor, Judgment, values)
+    cursor.execute(sql["submitted"], [_db_datetime(values["created_at"]), values["assignment"]])
+    return judgment_id, member_counted
+
+
+def _record_postgresql(cursor: Any, sql: dict[str, str], values: dict[str, Any], *, held: bool,
+                       counted: bool) -> tuple:
+    """`_record` in one statement (one round trip instead of five): data-modifying CTEs."""
+    _, preps = _insert_sql(connection.vendor, Judgment, tuple(values))
+    params = {
+        name: v if prep is None else prep(v, connection)
+        for (name, v), prep in zip(values.items(), preps, strict=True)
+    }
+    scored = values["gold_correct"] is not None
+    params.update(
+        held=held, held_n=int(held), counted=counted, shard=random.randrange(COUNTER_SHARDS),
+        scored=int(scored), correct=int(bool(values["gold_correct"])),
+    )
+    cursor.execute(sql["record"], params)
+    complete, member_rows, judgment_id = cursor.fetchone()
+    if complete is None:
+        return None, False
+    return judgment_id, member_rows > 0
 
 
 @transaction.atomic
-def judgment_submit(*, assignment_id: int, annotator: AbstractBaseUser, answer: dict) -> tuple[Judgment, bool]:
+def judgment_submit(*, assignment_id: int, annotator: Judge, answer: dict) -> tuple[Judgment, bool]:
     """Store the annotator's judgment for the assignment; return (judgment, created).
 
     Idempotent on the assignment: a repeated submit returns the judgment already stored. A
     submit after the lease expired is accepted while the item still needs a judgment, and
     refused with a conflict otherwise.
     """
-    assignment = _lock_own_assignment(assignment_id, annotator)
-    campaign = assignment.campaign
-    if assignment.status == Assignment.Status.SUBMITTED:
-        return Judgment.objects.get(assignment=assignment, supersedes__isnull=True), False
-    if assignment.status == Assignment.Status.SKIPPED:
-        raise ConflictError("You skipped this item; the judgment was not stored.")
-    if campaign.status == Campaign.Status.CLOSED:
-        raise ConflictError("This campaign is closed; the judgment was not stored.")
+    sql = _sql()
+    with hot_cursor() as cursor:
+        cursor.execute(sql["own_assignment"], [assignment_id, annotator.pk])
+        row = cursor.fetchone()
+        if row is None:
+            raise NotFoundError("Assignment not found.", extra={"assignment_id": assignment_id})
+        (a_status, item_id, order, campaign_id, c_status, kind, allow_ties, allow_both_bad, use_strength,
+         require_rationale, allow_editing, criteria, version, is_gold, gold, has_rules) = row
+        if a_status == Assignment.Status.SUBMITTED:
+            return Judgment.objects.get(assignment_id=assignment_id, supersedes__isnull=True), False
+        if a_status == Assignment.Status.SKIPPED:
+            raise ConflictError("You skipped this item; the judgment was not stored.")
+        if c_status == Campaign.Status.CLOSED:
+            raise ConflictError("This campaign is closed; the judgment was not stored.")
+        order = _json(order)
+        try:
+            cleaned = validate_answer(
+                answer,
+                kind=kind,
+                options=PairwiseOptions(
+                    allow_ties=bool(allow_ties), allow_both_bad=bool(allow_both_bad), use_strength=bool(use_strength),
+                    require_rationale=bool(require_rationale), allow_editing=bool(allow_editing),
+                ),
+                response_ids=order,
+                criteria=_criteria(kind, criteria),
+            )
+        except AnswerError as exc:
+            raise field_error(exc.field, exc.message) from exc
 
-    try:
-        cleaned = validate_answer(
-            answer,
-            kind=campaign.kind,
-            options=_options(campaign),
-            response_ids=assignment.display_order,
-            criteria=validate_criteria(campaign.kind, campaign.criteria),
+        gold_correct = None
+        if is_gold and kind == Campaign.Kind.PAIRWISE:  # gold checks are scored, never counted as progress
+            gold_correct = _gold_correct(_json(gold), cleaned.outcome, cleaned.preferred_response_id)
+        now = timezone.now()
+        values = {
+            "campaign": campaign_id,
+            "item": item_id,
+            "assignment": assignment_id,
+            "annotator": annotator.pk,
+            "outcome": cleaned.outcome,
+            "preferred_response": cleaned.preferred_response_id,
+            "strength": cleaned.strength,
+            "answer": cleaned.answer,
+            "rationale": cleaned.rationale,
+            "edited_response": cleaned.edited_response,
+            "display_order": order,
+            "time_taken_ms": cleaned.time_taken_ms,
+            "campaign_version": version,
+            "gold_correct": gold_correct,
+            "created_at": now,
+        }
+        # An open lease already holds a place under the target and turns into the judgment; an
+        # expired one needs a free place.
+        record = _record_postgresql if connection.vendor == "postgresql" else _record
+        judgment_id, member_counted = record(
+            cursor, sql, values, held=a_status == Assignment.Status.LEASED, counted=not is_gold
         )
-    except AnswerError as exc:
-        raise field_error(exc.field, exc.message) from exc
-
-    # An open lease already holds a place under the target and turns into the judgment; an
-    # expired one needs a free place.
-    completed = _count_judgment(assignment.item_id, lease_held=assignment.status == Assignment.Status.LEASED)
-    if completed is None:
-        raise ConflictError(
+        if judgment_id is None:
+            raise ConflictError(
                 "Your lease on this item expired and it already has all the judgments it needs; "
                 "this answer was not stored. Load the next item to go on.",
-            extra={"assignment_id": assignment.pk},
-        )
-
-    item = assignment.item
-    gold_correct = None
-    counts = {"judged": F("judged") + 1}
-    if item.is_gold:  # gold checks are scored (pairwise answers), never counted as progress
-        if campaign.kind == Campaign.Kind.PAIRWISE:
-            gold_correct = _gold_correct(item.gold, cleaned.outcome, cleaned.preferred_response_id)
-            counts.update(gold_judged=F("gold_judged") + 1, gold_correct=F("gold_correct") + int(gold_correct))
-    else:
-        CampaignCounter.objects.filter(campaign=campaign, shard=random.randrange(COUNTER_SHARDS)).update(
-            judgments=F("judgments") + 1, items_complete=F("items_complete") + int(completed)
-        )
-    # Counting the judgment against the membership is also the check that the member may
-    # still judge; if not, the error says why and the transaction stores nothing.
-    if not Membership.objects.filter(
-        campaign=campaign, user=annotator, is_active=True, role__in=(Role.ANNOTATOR, Role.MANAGER)
-    ).update(**counts) and not annotator.is_superuser:
-        _judge_membership(campaign.pk, annotator)
-        raise ForbiddenError("You may not judge in this campaign.")
-
-    judgment = Judgment.objects.create(
-        campaign=campaign,
-        item_id=assignment.item_id,
-        assignment=assignment,
-        annotator=annotator,
-        outcome=cleaned.outcome,
-        preferred_response_id=cleaned.preferred_response_id,
-        strength=cleaned.strength,
-        answer=cleaned.answer,
-        rationale=cleaned.rationale,
-        edited_response=cleaned.edited_response,
-        display_order=assignment.display_order,
-        time_taken_ms=cleaned.time_taken_ms,
-        campaign_version=campaign.version,
-        gold_correct=gold_correct,
+                extra={"assignment_id": assignment_id},
+            )
+        if not member_counted and not annotator.is_superuser:
+            _judge_membership(campaign_id, annotator)  # raises, naming why
+            raise ForbiddenError("You may not judge in this campaign.")
+    if has_rules:
+        training_rules_after_judgment(campaign_id=campaign_id)
+    events.campaign_changed(campaign_id=campaign_id)
+    judgment = Judgment(
+        id=judgment_id, campaign_id=campaign_id, item_id=item_id, assignment_id=assignment_id,
+        annotator_id=annotator.pk, outcome=cleaned.outcome, preferred_response_id=cleaned.preferred_response_id,
+        strength=cleaned.strength, answer=cleaned.answer, rationale=cleaned.rationale,
+        edited_response=cleaned.edited_response, display_order=order, time_taken_ms=cleaned.time_taken_ms,
+        campaign_version=version, gold_correct=gold_correct, created_at=now,
     )
-    assignment.status = Assignment.Status.SUBMITTED
-    assignment.completed_at = timezone.now()
-    assignment.save(update_fields=["status", "completed_at"])
-    training_rules_on_judgments(campaign_id=campaign.pk)  # one indexed EXISTS unless the campaign has rules
-    events.campaign_changed(campaign_id=campaign.pk)
+    judgment._state.adding = False
+    judgment._state.db = connection.alias
     return judgment, True
+
+
+@functools.lru_cache(maxsize=256)
+def _criteria_cached(kind: str, criteria_json: str) -> tuple:
+    return tuple(validate_criteria(kind, json.loads(criteria_json)))
+
+
+def _criteria(kind: str, criteria: Any) -> tuple:
+    """The campaign's cleaned criteria (a campaign's schema is locked once judged, so cache it)."""
+    text = criteria if isinstance(criteria, str) else json.dumps(criteria)
+    return _criteria_cached(kind, text)
 
 
 @transaction.atomic
