@@ -348,13 +348,15 @@ def lease_next(*, campaign_id: int, annotator: Judge) -> NextResult:
     with hot_cursor() as cursor:
         cursor.execute(sql["member"], [campaign_id, annotator.pk])
         row = cursor.fetchone()
-        if row is None:
-            return _lease_next_slow(campaign_id=campaign_id, annotator=annotator, now=now)
-        role, is_active, cap, judged, status, gold_rate, lease_seconds, wanted, done = row
-        _check_member(role, bool(is_active))
+        if row is not None:
+            role, is_active, cap, judged, status, gold_rate, lease_seconds, wanted, done = row
+            _check_member(role, bool(is_active))
+            progress = {"done": done or 0, "total": wanted or 0, "mine": judged}
+        else:
+            status, gold_rate, lease_seconds, progress = _without_membership(campaign_id, annotator)
+            cap = judged = None
         if status != Campaign.Status.ACTIVE:
             raise ConflictError(f"This campaign is {status}; nothing is being served.")
-        progress = {"done": done or 0, "total": wanted or 0, "mine": judged}
 
         cursor.execute(sql["open_lease"], [campaign_id, annotator.pk, _db_datetime(now)])
         lease = cursor.fetchone()
@@ -375,27 +377,37 @@ def lease_next(*, campaign_id: int, annotator: Judge) -> NextResult:
         if taken is None:
             return NextResult(None, None, progress)
         item_id, shown = taken
-    order = [rid for rid, _ in shown.responses]
-    random.SystemRandom().shuffle(order)
-    shown = Shown(shown.messages, [(rid, dict(shown.responses)[rid]) for rid in order])
-    values = {
-        "campaign": campaign_id,
-        "item": item_id,
-        "annotator": annotator.pk,
-        "status": Assignment.Status.LEASED,
-        "display_order": order,
-        "leased_at": now,
-        "expires_at": now + timedelta(seconds=lease_seconds),
-        "skip_reason": "",
-    }
-    with hot_cursor() as cursor:
+        content = dict(shown.responses)
+        order = list(content)
+        random.SystemRandom().shuffle(order)
+        values = {
+            "campaign": campaign_id,
+            "item": item_id,
+            "annotator": annotator.pk,
+            "status": Assignment.Status.LEASED,
+            "display_order": order,
+            "leased_at": now,
+            "expires_at": now + timedelta(seconds=lease_seconds),
+            "skip_reason": "",
+        }
         assignment_id = _insert(cursor, Assignment, values)
     events.campaign_changed(campaign_id=campaign_id)
     assignment = _assignment(
         id=assignment_id, campaign_id=campaign_id, item_id=item_id, annotator_id=annotator.pk,
         status=Assignment.Status.LEASED, display_order=order, leased_at=now, expires_at=values["expires_at"],
     )
-    return NextResult(assignment, shown, progress)
+    return NextResult(assignment, Shown(shown.messages, [(rid, content[rid]) for rid in order]), progress)
+
+
+def _without_membership(campaign_id: int, annotator: Judge) -> tuple:
+    """`next` for someone without a membership: a superuser may judge; anyone else gets a 404."""
+    campaign = None
+    if annotator.is_superuser:
+        campaign = Campaign.objects.filter(pk=campaign_id).values("status", "gold_rate", "lease_seconds").first()
+    if campaign is None:
+        raise NotFoundError("Campaign not found.", extra={"campaign_id": campaign_id})
+    progress = judging_progress(campaign_id=campaign_id, user=annotator)
+    return campaign["status"], campaign["gold_rate"], campaign["lease_seconds"], progress
 
 
 def _lease_item(cursor, sql: dict[str, str], campaign_id: int, annotator: Judge, *, gold: bool) -> tuple | None:
@@ -425,39 +437,6 @@ def _reopened(cursor, sql: dict[str, str], campaign_id: int, annotator: Judge, l
 def _from_db_datetime(value: datetime) -> datetime:
     """SQLite hands back naive UTC datetimes (PostgreSQL aware ones)."""
     return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
-
-
-def _lease_next_slow(*, campaign_id: int, annotator: Judge, now: datetime) -> NextResult:
-    """`next` for someone without a membership: a superuser may judge; anyone else gets a 404."""
-    if not annotator.is_superuser:
-        raise NotFoundError("Campaign not found.", extra={"campaign_id": campaign_id})
-    campaign = Campaign.objects.filter(pk=campaign_id).first()
-    if campaign is None:
-        raise NotFoundError("Campaign not found.", extra={"campaign_id": campaign_id})
-    if campaign.status != Campaign.Status.ACTIVE:
-        raise ConflictError(f"This campaign is {campaign.status}; nothing is being served.")
-    progress = judging_progress(campaign_id=campaign_id, user=annotator)
-    sql = _sql()
-    with hot_cursor() as cursor:
-        cursor.execute(sql["open_lease"], [campaign_id, annotator.pk, _db_datetime(now)])
-        lease = cursor.fetchone()
-        if lease is not None:
-            return _reopened(cursor, sql, campaign_id, annotator, lease, progress)
-        taken = _lease_item(cursor, sql, campaign_id, annotator, gold=False)
-        if taken is None and leases_expire(campaign_id=campaign_id, now=now):
-            taken = _lease_item(cursor, sql, campaign_id, annotator, gold=False)
-        if taken is None:
-            return NextResult(None, None, progress)
-        item_id, shown = taken
-    order = [rid for rid, _ in shown.responses]
-    random.SystemRandom().shuffle(order)
-    assignment = Assignment.objects.create(
-        campaign_id=campaign_id, item_id=item_id, annotator_id=annotator.pk, status=Assignment.Status.LEASED,
-        display_order=order, leased_at=now, expires_at=now + timedelta(seconds=campaign.lease_seconds),
-    )
-    events.campaign_changed(campaign_id=campaign_id)
-    content = dict(shown.responses)
-    return NextResult(assignment, Shown(shown.messages, [(rid, content[rid]) for rid in order]), progress)
 
 
 def assignment_lease_next(*, campaign_id: int, annotator: Judge) -> Assignment | None:

@@ -355,3 +355,25 @@ def test_heartbeat_extends_and_retakes_a_lapsed_lease(make_campaign, annotator, 
         assignment_extend(assignment_id=a.pk, annotator=annotator)
     judgment_submit(assignment_id=b.pk, annotator=annotator2, answer=prefer_first(b))
     assert Item.objects.get(pk=a.item_id).judgment_count == 1
+
+
+def test_a_superuser_judges_without_a_membership_and_a_non_member_gets_not_found(campaign, make_user, outsider):
+    from annotation.services.serving import lease_next
+
+    root = make_user("root", None)
+    root.is_superuser = True
+    root.save()
+    result = lease_next(campaign_id=campaign.pk, annotator=root)
+    assert result.assignment is not None and result.progress == {"done": 0, "total": 10, "mine": 0}
+    assert [rid for rid, _ in result.shown.responses] == result.assignment.display_order
+    again = lease_next(campaign_id=campaign.pk, annotator=root)  # the open lease comes back
+    assert again.assignment.pk == result.assignment.pk and again.shown == result.shown
+    judgment, created = judgment_submit(
+        assignment_id=result.assignment.pk, annotator=root, answer=prefer_first(result.assignment)
+    )
+    assert created and Judgment.objects.get().annotator == root
+    assert lease_next(campaign_id=campaign.pk, annotator=root).progress == {"done": 1, "total": 10, "mine": 1}
+    with pytest.raises(NotFoundError):
+        lease_next(campaign_id=campaign.pk, annotator=outsider)
+    with pytest.raises(NotFoundError):
+        lease_next(campaign_id=10**9, annotator=root)
