@@ -240,8 +240,11 @@ class Assignment(models.Model):
         SKIPPED = "skipped", "Skipped"
         EXPIRED = "expired", "Expired"
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="assignments")
-    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
+    # No single-column indexes on campaign and item: `assignment_by_annotator` and
+    # `assignment_expiry` lead with the campaign, the unique (item, annotator) with the item, and
+    # every index is written on each lease and each submit.
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="assignments", db_index=False)
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments", db_index=False)
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.LEASED)
     display_order = models.JSONField(help_text="Response ids in the order shown on screen.")
@@ -275,7 +278,8 @@ class Judgment(models.Model):
         RANKED = "ranked", "Ranked (see answer.ranking)"
         RATED = "rated", "Rated (see answer.ratings)"
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="judgments")
+    # `judgment_by_campaign` (campaign, created_at) serves lookups by campaign.
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="judgments", db_index=False)
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="judgments")
     assignment = models.ForeignKey(Assignment, on_delete=models.PROTECT, related_name="judgments")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments")
