@@ -43,6 +43,7 @@ ROUTES = (
     (re.compile(r"/api/v1/campaigns/(\d+)/next/"), "next"),
     (re.compile(r"/api/v1/assignments/(\d+)/submit/"), "submit"),
 )
+_READ_HEADERS = {b"authorization", b"content-type", b"content-length", b"host", b"transfer-encoding"}
 _TOKEN = re.compile(rb"[Tt][Oo][Kk][Ee][Nn] ([0-9a-fA-F]{1,64})")
 
 
@@ -122,14 +123,22 @@ class HotPath:
         kind, match = next(((k, m) for p, k in ROUTES if (m := p.fullmatch(path))), (None, None))
         if match is None:
             return None
-        headers = dict(scope["headers"])  # the last value of a repeated header, as Django does
+        headers = {}
+        for name, value in scope["headers"]:
+            if name in headers and name in _READ_HEADERS:
+                return None  # Django joins repeated headers with commas; let it judge those
+            headers[name] = value
         auth = _TOKEN.fullmatch(headers.get(b"authorization", b""))
         if auth is None:
             return None
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if kind == "submit" and content_type != b"application/json":  # `next` reads no body
             return None
-        length = headers.get(b"content-length", b"")  # chunked or too large: Django answers it
+        # A chunked body, or one over Django's limit, goes to Django. `next` may come without a
+        # body and without Content-Length; `submit` must say how long its body is.
+        if b"transfer-encoding" in headers:
+            return None
+        length = headers.get(b"content-length", b"" if kind == "submit" else b"0")
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if not length.isdigit() or (limit is not None and int(length) > limit):
             return None

@@ -195,7 +195,13 @@ def test_what_the_hot_path_leaves_to_django(campaign, annotator):
     assert take(scope(headers={b"authorization": b"Bearer abc"})) is None
     assert take(scope(headers={b"authorization": b"Token a b"})) is None
     assert take(scope(path=submit_path(7), headers={b"content-type": b"application/x-www-form-urlencoded"})) is None
-    assert take(scope(headers={b"content-length": None})) is None  # chunked
+    assert take(scope(headers={b"content-length": None})) == ("next", campaign.pk, token)  # no body
+    assert take(scope(path=submit_path(7), headers={b"content-type": b"application/json",
+                                                   b"content-length": None})) is None
+    assert take(scope(headers={b"transfer-encoding": b"chunked", b"content-length": None})) is None
+    twice = scope()
+    twice["headers"].append((b"authorization", b"Token 0123"))  # Django would join the two
+    assert take(twice) is None
     assert take(scope(headers={b"content-length": b"99999999999"})) is None  # over Django's limit
     assert take(scope(headers={b"host": b"evil.example"})) is None
 
