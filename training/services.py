@@ -324,23 +324,6 @@ def _recover_one(run_id: int, cutoff: datetime) -> TrainingRun | None:
 # --- Rules: start a reward-model run as judgments come in, or when the campaign closes -------------
 
 
-def training_rules_on_judgments(*, campaign_id: int, count: int | None = None) -> None:
-    """Fire the campaign's every-N-judgments rules whose threshold `count` passed, after commit.
-
-    Called by every judgment submit, so it costs one indexed EXISTS when the campaign has no
-    such rule. `count` is the campaign's judgment count; None reads it from the counters.
-    """
-    if not TrainingRule.objects.filter(
-        campaign_id=campaign_id, kind=TrainingRule.Kind.EVERY_N_JUDGMENTS, is_active=True
-    ).exists():
-        return
-    transaction.on_commit(
-        lambda: training_rules_fire(
-            campaign_id=campaign_id, kind=TrainingRule.Kind.EVERY_N_JUDGMENTS, count=count
-        )
-    )
-
-
 def training_rules_after_judgment(*, campaign_id: int) -> None:
     """Fire the campaign's every-N-judgments rules after commit; the caller knows it has some.
 

@@ -14,7 +14,6 @@ from training.models import TrainingRule, TrainingRun
 from training.rules import training_rule_create
 from training.services import (
     training_rules_fire,
-    training_rules_on_judgments,
     training_run_cancel,
 )
 
@@ -143,9 +142,22 @@ def test_a_rule_that_cannot_start_says_why_and_the_judgment_is_kept(
     assert "is outside the model roots" in rule.last_error and rule.last_fired_count == 0
 
 
-def test_a_campaign_without_rules_pays_one_query_per_judgment(campaign, django_assert_num_queries):
-    with django_assert_num_queries(1):
-        training_rules_on_judgments(campaign_id=campaign.pk)
+def test_a_campaign_without_rules_schedules_nothing_after_a_judgment(campaign, annotator, monkeypatch):
+    """The submit reads "has rules" in the statement that locks the assignment: nothing more."""
+    from annotation.services import serving
+
+    calls = []
+    monkeypatch.setattr(serving, "training_rules_after_judgment", lambda **kw: calls.append(kw))
+    a = assignment_lease_next(campaign_id=campaign.pk, annotator=annotator)
+    judgment_submit(assignment_id=a.pk, annotator=annotator,
+                    answer={"outcome": "preferred", "preferred_response_id": a.display_order[0], "strength": 2})
+    assert calls == []
+    TrainingRule.objects.create(campaign=campaign, kind=TrainingRule.Kind.EVERY_N_JUDGMENTS, n=100,
+                                created_by=campaign.created_by, is_active=True)
+    a = assignment_lease_next(campaign_id=campaign.pk, annotator=annotator)
+    judgment_submit(assignment_id=a.pk, annotator=annotator,
+                    answer={"outcome": "preferred", "preferred_response_id": a.display_order[0], "strength": 2})
+    assert calls == [{"campaign_id": campaign.pk}]
 
 
 @pytest.mark.parametrize(
