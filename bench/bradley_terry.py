@@ -9,10 +9,12 @@ Measured in one process on the same data, from raw battles to scores and 95 % in
     rows with counts, count-weighted logistic loss (ties = half a win) fitted by scipy L-BFGS
     (maxiter 100, gtol 1e-6), bootstrap = multinomial redraw of the counts (seed 0), one L-BFGS
     fit per round in a process pool of 2 (this machine's cores).
+  * noise floor — FastChat's bootstrap once more with seed 1 (not timed): how far two runs of
+    the same method differ in interval width, Monte Carlo noise of 1,000 rounds.
   * choix     — `choix.ilsr_pairwise` (no ties: decisive battles only), timed on the full data and
     on 3 bootstrap rounds, extrapolated to 1,000 (it has no weighted/tied input).
   * ours      — `annotation.aggregation.leaderboard`: pair table, Newton full fit, Poisson
-    redraw of the pair-table cells, all rounds fitted together with the full-data Hessian.
+    redraw of the pair-table cells (inverse-CDF tables, `annotation.aggregation.sampling`), all rounds fitted together with the full-data Hessian.
 
     python bench/bradley_terry.py              # full: 1M battles, 100 models, 1,000 rounds
     python bench/bradley_terry.py --battles 100000 --rounds 200   # smoke
@@ -114,10 +116,10 @@ def compute_bt(df, base=10.0, scale=400.0, init_rating=1000, tol=1e-6):
 
 
 def compute_bootstrap_bt(
-    battles, num_round, base=10.0, scale=400.0, init_rating=1000.0, tol=1e-6, num_cpu=None
+    battles, num_round, base=10.0, scale=400.0, init_rating=1000.0, tol=1e-6, num_cpu=None, seed=0
 ):
     matchups, outcomes, models, weights = preprocess_for_bt(battles)
-    rng = np.random.default_rng(seed=0)
+    rng = np.random.default_rng(seed=seed)
     idxs = rng.multinomial(n=len(battles), pvals=weights / weights.sum(), size=(num_round))
     boot_weights = idxs.astype(np.float64) / len(battles)
     bt_fn = partial(fit_bt, matchups, outcomes, n_models=len(models), alpha=np.log(base), tol=tol)
@@ -164,6 +166,12 @@ def main() -> None:
         default=2,
         help="FastChat's pool size (its default: os.cpu_count())",
     )
+    parser.add_argument(
+        "--no-noise-floor",
+        action="store_true",
+        help="skip FastChat's second bootstrap (seed 1), which shows how far two runs of the "
+        "same method differ in interval width (Monte Carlo noise of 1,000 rounds)",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*`disp` and `iprint`", category=DeprecationWarning)
     df = make_battles(args.battles, args.models)
@@ -200,25 +208,39 @@ def main() -> None:
         )
     t_choix = (time.perf_counter() - t) / 4 * (1 + args.rounds)
 
+    def widths(boot: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(boot[board.models].quantile(q).to_numpy() for q in (0.025, 0.975))
+
     fc = fc_scores.reindex(board.models).to_numpy()
-    fc_lo, fc_hi = (fc_boot[board.models].quantile(q).to_numpy() for q in (0.025, 0.975))
+    fc_lo, fc_hi = widths(fc_boot)
     width_fc, width_ours = fc_hi - fc_lo, board.upper - board.lower
     rel = np.abs(width_ours - width_fc) / width_fc
+    floor = None
+    if not args.no_noise_floor:
+        lo1, hi1 = widths(compute_bootstrap_bt(df, args.rounds, num_cpu=args.processes, seed=1))
+        floor = np.abs((hi1 - lo1) - width_fc) / width_fc
     rank_fc = 1 + (fc_lo[None, :] > fc_hi[:, None]).sum(axis=1)
     print()
     print(
-        "| method | wall time | vs FastChat | max abs Δscore (Elo) | CI width Δ median / max | CI-aware ranks equal |"
+        "| method | wall time | vs FastChat | max abs Δscore (Elo) | CI width Δ median / max | widths within 10 % | CI-aware ranks equal |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     print(
-        f"| FastChat `compute_bt` + `compute_bootstrap_bt` ({args.processes} processes) | {t_fc:.2f} s | 1.0x | — | — | — |"
+        f"| FastChat `compute_bt` + `compute_bootstrap_bt` ({args.processes} processes) | {t_fc:.2f} s | 1.0x | — | — | — | — |"
     )
+    if floor is not None:
+        print(
+            f"| FastChat's bootstrap again, seed 1 (noise floor; not timed) | — | — | 0 | "
+            f"{100 * np.median(floor):.1f} % / {100 * floor.max():.1f} % | "
+            f"{int((floor <= 0.1).sum())}/{args.models} | — |"
+        )
     print(
-        f"| choix `ilsr_pairwise` (decisive only; 4 fits timed, x{1 + args.rounds}) | ~{t_choix:.0f} s (est.) | {t_fc / t_choix:.2f}x | n/a (no ties) | n/a | n/a |"
+        f"| choix `ilsr_pairwise` (decisive only; 4 fits timed, x{1 + args.rounds}) | ~{t_choix:.0f} s (est.) | {t_fc / t_choix:.2f}x | n/a (no ties) | n/a | n/a | n/a |"
     )
     print(
         f"| ours (`pair_table` + `leaderboard`, Poisson bootstrap, 2 threads) | {t_ours:.2f} s | **{t_fc / t_ours:.1f}x** | "
         f"{np.max(np.abs(board.scores - fc)):.4f} | {100 * np.median(rel):.1f} % / {100 * rel.max():.1f} % | "
+        f"{int((rel <= 0.1).sum())}/{args.models} | "
         f"{int((rank_fc == board.ranks).sum())}/{args.models} |"
     )
     print(
