@@ -28,7 +28,7 @@ class PoissonSampler:
         self.rates = rates
         values, which = np.unique(rates, return_inverse=True)
         spans = [self._span(v) for v in values]
-        self.tabled = len(values) <= MAX_DISTINCT and sum(hi - lo + 1 for lo, hi in spans) <= MAX_TABLE
+        self.tabled = 0 < len(values) <= MAX_DISTINCT and sum(hi - lo + 1 for lo, hi in spans) <= MAX_TABLE
         if not self.tabled:
             return
         grid = np.arange(guide) / guide

@@ -151,3 +151,10 @@ def test_not_identifiable_without_prior():
         bt.fit(pair_table(["x", "x", "y"], ["y", "z", "z"], [0, 0, 1]))
     theta, _ = bt.fit(pair_table(["x", "x", "y"], ["y", "z", "z"], [0, 0, 1]), prior=0.1)
     assert theta[0] > theta[2] > theta[1]
+
+
+def test_leaderboard_without_battles_rests_on_its_prior():
+    board = leaderboard(pair_table([], [], [], models=["x", "y"]), rounds=20, prior=0.5)
+    assert board.scores.tolist() == [1000.0, 1000.0] and board.failed_rounds == 0
+    assert board.lower.tolist() == board.upper.tolist() == [1000.0, 1000.0]
+    assert board.ranks.tolist() == [1, 1]

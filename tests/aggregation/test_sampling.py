@@ -71,3 +71,8 @@ def test_many_distinct_rates_use_numpys_sampler(monkeypatch):
 def test_rejects_bad_rates(bad):
     with pytest.raises(ValueError, match="finite numbers >= 0"):
         PoissonSampler(np.array(bad))
+
+
+def test_no_cells():
+    """A pair table without battles (a leaderboard held up by its prior alone) has no cells."""
+    assert PoissonSampler(np.array([])).draw(np.random.default_rng(0), 3).shape == (3, 0)
