@@ -553,11 +553,43 @@ def cpu_snapshot(server_pids: list[int]) -> dict[str, float]:
     client = os.times()
     snap = {"client": client.user + client.system, "server": 0.0, "postgres": _postgres_seconds(),
             "total": _busy_seconds()}
-    for pid in server_pids:
+    for i, pid in enumerate(server_pids):
         s = _stat(pid)
         if s:
             snap["server"] += s[2]
+            if i:  # the workers one by one (index 0 is the master), to see how evenly they share
+                snap[f"worker{i}"] = s[2]
     return snap
+
+
+def connections_per_worker(server: Server) -> list[int]:
+    """Established client connections each uvicorn worker holds (from /proc; Linux)."""
+    listening = f":{server.port:04X}"
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[1].endswith(listening) and f[3] == "01":  # local port is the server's; ESTABLISHED
+                inodes.add(f[9])
+    counts = []
+    for pid in children(server.proc.pid):
+        n = 0
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    n += 1
+        except OSError:
+            pass
+        counts.append(n)
+    return counts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -795,6 +827,7 @@ def run_one_level(db: str, n_items: int, n: int, level_tokens: list[str], server
 
     def window_end() -> None:
         snaps["b"] = (time.perf_counter(), cpu_snapshot(server.pids()))
+        snaps["conns"] = connections_per_worker(server)
 
     res = asyncio.run(run_level(
         server.port, cid, level_tokens, args.warmup, args.duration, args.max_judgments, window_start, window_end
@@ -808,7 +841,8 @@ def run_one_level(db: str, n_items: int, n: int, level_tokens: list[str], server
     if "a" in snaps and "b" in snaps:
         wall = snaps["b"][0] - snaps["a"][0]
         cap = wall * (os.cpu_count() or 1)
-        cpu = {k: round(100 * (snaps["b"][1][k] - snaps["a"][1][k]) / cap, 1) for k in snaps["a"][1]}
+        cpu = {k: round(100 * (snaps["b"][1][k] - snaps["a"][1][k]) / cap, 1) for k in snaps["a"][1]
+               if k in snaps["b"][1]}
         cpu["other"] = round(cpu["total"] - cpu["client"] - cpu["server"] - cpu["postgres"], 1)
     jps = res.judgments_in_window / res.window_s if res.window_s > 0 else float("nan")
     k, peer = peer_figure(n)
@@ -819,14 +853,14 @@ def run_one_level(db: str, n_items: int, n: int, level_tokens: list[str], server
         "submit_p50": pct(res.submit_ms, 50), "submit_p95": pct(res.submit_ms, 95),
         "submit_p99": pct(res.submit_ms, 99), "n_next": len(res.next_ms), "n_submit": len(res.submit_ms),
         "errors": res.errors, "exhausted": res.exhausted, "reconnects": res.reconnects,
-        "check": check, "cpu_pct": cpu, "peer_annotators": k, "peer_jps": peer,
+        "check": check, "cpu_pct": cpu, "connections_per_worker": snaps.get("conns"), "peer_annotators": k, "peer_jps": peer,
         "vs_peer": round(jps / peer, 1), "server": server.config,
     }
     print(f"[{db} {n_items:,}] {n:>3} annotators ({path}): {jps:7.1f} judgments/s  "
           f"next p50/p95/p99 {row['next_p50']:.1f}/{row['next_p95']:.1f}/{row['next_p99']:.1f} ms  "
           f"submit {row['submit_p50']:.1f}/{row['submit_p95']:.1f}/{row['submit_p99']:.1f} ms  "
           f"errors {sum(res.errors.values())} {res.errors or ''}  violations {check['violations']}  "
-          f"cpu {cpu}", flush=True)
+          f"cpu {cpu}  connections per worker {snaps.get('conns')}", flush=True)
     return row
 
 

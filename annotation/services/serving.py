@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import psycopg
 from django.contrib.auth.models import AbstractBaseUser
@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from annotation import events
 from annotation.errors import ConflictError, ForbiddenError, NotFoundError, field_error
+from annotation.importing import MAX_RESPONSES
 from annotation.judging import AnswerError, PairwiseOptions, validate_answer, validate_criteria
 from annotation.models import (
     COUNTER_SHARDS,
@@ -185,6 +186,10 @@ def _statements(vendor: str) -> dict[str, str]:
         )
     statements = {}
     if vendor == "postgresql":
+        # `next` in one call of the function that migration 0005 installs.
+        statements["next_call"] = (
+            "SELECT * FROM arbiter_next(%s::bigint, %s::text, %s::integer, %s::timestamptz, %s::float8, %s::float8[])"
+        )
         j = Judgment._meta
         columns = ", ".join(q(f.column) for f in (j.get_field(n) for n in _JUDGMENT_FIELDS))
         marks = ", ".join(f"%({n})s" for n in _JUDGMENT_FIELDS)
@@ -336,13 +341,84 @@ def _assignment(**values: Any) -> Assignment:
     return assignment
 
 
-@transaction.atomic
 def lease_next(*, campaign_id: int, annotator: Judge) -> NextResult:
     """Return the annotator's open lease, or lease them the next item, with what the page shows.
 
     Order: items closest to completion first, then higher priority, then a fixed random key.
     `assignment` is None when nothing is left for them. `progress` is their progress line.
+    On PostgreSQL this is one call of `arbiter_next`; the step-by-step transaction below
+    decides the rare cases it hands back.
     """
+    if connection.vendor == "postgresql":
+        result = next_from_call(next_call(campaign_id, user_id=annotator.pk), campaign_id, annotator)
+        if result is not None:
+            return result
+    return lease_next_steps(campaign_id=campaign_id, annotator=annotator)
+
+
+class NextCall(NamedTuple):
+    """The row `arbiter_next` answers (migration 0005)."""
+
+    kind: str  # leased, reopened, capped, refused, no_member, empty, bad_token, inactive
+    user: int | None
+    superuser: bool | None
+    role: str | None
+    active: bool | None
+    status: str | None
+    cap: int | None
+    judged: int | None
+    wanted: int | None
+    done: int | None
+    assignment: int | None
+    item: int | None
+    order: Any
+    leased: datetime | None
+    expires: datetime | None
+    messages: Any
+    responses: Any
+
+
+def next_call(campaign_id: int, *, user_id: int | None = None, token: str | None = None) -> NextCall:
+    """Call `arbiter_next` (PostgreSQL) for a user id, or for an API token it checks itself."""
+    now = timezone.now()
+    draw = random.random()  # a gold check when below the campaign's gold rate
+    rng = random.SystemRandom()
+    keys = [rng.random() for _ in range(_MAX_SHOWN)]  # the display order sorts the responses by these
+    with hot_cursor() as cursor:
+        cursor.execute(_sql()["next_call"], [campaign_id, token, user_id, now, draw, keys])
+        return NextCall(*cursor.fetchone())
+
+
+_MAX_SHOWN = MAX_RESPONSES + 1
+
+
+def next_from_call(row: NextCall, campaign_id: int, annotator: Judge) -> NextResult | None:
+    """The `next` answer from `arbiter_next`'s row; None where the step-by-step path must decide
+    (no membership: a superuser may judge; nothing open: lapsed leases may hold the last places)."""
+    if row.kind in ("no_member", "empty"):
+        return None
+    progress = {"done": row.done or 0, "total": row.wanted or 0, "mine": row.judged}
+    if row.kind == "refused":
+        _check_member(row.role, bool(row.active))
+        raise ConflictError(f"This campaign is {row.status}; nothing is being served.")
+    if row.kind == "capped":
+        return NextResult(None, None, progress)
+    if row.kind == "leased":
+        events.campaign_changed(campaign_id=campaign_id)
+    elif row.kind != "reopened":
+        raise ValueError(f"arbiter_next answered {row.kind!r}")
+    order = _json(row.order)
+    content = {rid: text for rid, text in _json(row.responses) or []}
+    assignment = _assignment(
+        id=row.assignment, campaign_id=campaign_id, item_id=row.item, annotator_id=annotator.pk,
+        status=Assignment.Status.LEASED, display_order=order, leased_at=row.leased, expires_at=row.expires,
+    )
+    return NextResult(assignment, Shown(_json(row.messages) or [], [(rid, content[rid]) for rid in order]), progress)
+
+
+@transaction.atomic
+def lease_next_steps(*, campaign_id: int, annotator: Judge) -> NextResult:
+    """`lease_next` as a transaction of single statements (SQLite, and PostgreSQL's rare cases)."""
     sql = _sql()
     now = timezone.now()
     with hot_cursor() as cursor:
@@ -486,6 +562,85 @@ def _record(cursor: Any, sql: dict[str, str], values: dict[str, Any], *, held: b
     return judgment_id, member_counted
 
 
+@dataclass
+class _Submission:
+    values: dict[str, Any]
+    held: bool  # an open lease (not an expired one)
+    is_gold: bool
+    has_rules: bool
+
+
+def _checked_submission(row: tuple | None, assignment_id: int, annotator: Judge,
+                        answer: dict) -> _Submission | tuple[Judgment, bool]:
+    """Check a submit against its locked assignment row (`own_assignment`): the values to store,
+    or (the judgment already stored, False) for a repeated submit; raise if it is refused."""
+    if row is None:
+        raise NotFoundError("Assignment not found.", extra={"assignment_id": assignment_id})
+    (a_status, item_id, order, campaign_id, c_status, kind, allow_ties, allow_both_bad, use_strength,
+     require_rationale, allow_editing, criteria, version, is_gold, gold, has_rules) = row
+    if a_status == Assignment.Status.SUBMITTED:
+        return Judgment.objects.get(assignment_id=assignment_id, supersedes__isnull=True), False
+    if a_status == Assignment.Status.SKIPPED:
+        raise ConflictError("You skipped this item; the judgment was not stored.")
+    if c_status == Campaign.Status.CLOSED:
+        raise ConflictError("This campaign is closed; the judgment was not stored.")
+    order = _json(order)
+    try:
+        cleaned = validate_answer(
+            answer,
+            kind=kind,
+            options=PairwiseOptions(
+                allow_ties=bool(allow_ties), allow_both_bad=bool(allow_both_bad), use_strength=bool(use_strength),
+                require_rationale=bool(require_rationale), allow_editing=bool(allow_editing),
+            ),
+            response_ids=order,
+            criteria=_criteria(kind, criteria),
+        )
+    except AnswerError as exc:
+        raise field_error(exc.field, exc.message) from exc
+
+    gold_correct = None
+    if is_gold and kind == Campaign.Kind.PAIRWISE:  # gold checks are scored, never counted as progress
+        gold_correct = _gold_correct(_json(gold), cleaned.outcome, cleaned.preferred_response_id)
+    values = {
+        "campaign": campaign_id,
+        "item": item_id,
+        "assignment": assignment_id,
+        "annotator": annotator.pk,
+        "outcome": cleaned.outcome,
+        "preferred_response": cleaned.preferred_response_id,
+        "strength": cleaned.strength,
+        "answer": cleaned.answer,
+        "rationale": cleaned.rationale,
+        "edited_response": cleaned.edited_response,
+        "display_order": order,
+        "time_taken_ms": cleaned.time_taken_ms,
+        "campaign_version": version,
+        "gold_correct": gold_correct,
+        "created_at": timezone.now(),
+    }
+    return _Submission(values, held=a_status == Assignment.Status.LEASED, is_gold=bool(is_gold),
+                       has_rules=bool(has_rules))
+
+
+def _stored(sub: _Submission) -> Judgment:
+    """After a judgment is stored: training rules, the live pages, and the Judgment (no query)."""
+    v = sub.values
+    if sub.has_rules:
+        training_rules_after_judgment(campaign_id=v["campaign"])
+    events.campaign_changed(campaign_id=v["campaign"])
+    judgment = Judgment(
+        campaign_id=v["campaign"], item_id=v["item"], assignment_id=v["assignment"], annotator_id=v["annotator"],
+        outcome=v["outcome"], preferred_response_id=v["preferred_response"], strength=v["strength"],
+        answer=v["answer"], rationale=v["rationale"], edited_response=v["edited_response"],
+        display_order=v["display_order"], time_taken_ms=v["time_taken_ms"], campaign_version=v["campaign_version"],
+        gold_correct=v["gold_correct"], created_at=v["created_at"],
+    )
+    judgment._state.adding = False
+    judgment._state.db = connection.alias
+    return judgment
+
+
 def _record_postgresql(cursor: Any, sql: dict[str, str], values: dict[str, Any], *, held: bool,
                        counted: bool) -> tuple:
     """`_record` in one statement (one round trip instead of five): data-modifying CTEs."""
@@ -517,58 +672,12 @@ def judgment_submit(*, assignment_id: int, annotator: Judge, answer: dict) -> tu
     sql = _sql()
     with hot_cursor() as cursor:
         cursor.execute(sql["own_assignment"], [assignment_id, annotator.pk])
-        row = cursor.fetchone()
-        if row is None:
-            raise NotFoundError("Assignment not found.", extra={"assignment_id": assignment_id})
-        (a_status, item_id, order, campaign_id, c_status, kind, allow_ties, allow_both_bad, use_strength,
-         require_rationale, allow_editing, criteria, version, is_gold, gold, has_rules) = row
-        if a_status == Assignment.Status.SUBMITTED:
-            return Judgment.objects.get(assignment_id=assignment_id, supersedes__isnull=True), False
-        if a_status == Assignment.Status.SKIPPED:
-            raise ConflictError("You skipped this item; the judgment was not stored.")
-        if c_status == Campaign.Status.CLOSED:
-            raise ConflictError("This campaign is closed; the judgment was not stored.")
-        order = _json(order)
-        try:
-            cleaned = validate_answer(
-                answer,
-                kind=kind,
-                options=PairwiseOptions(
-                    allow_ties=bool(allow_ties), allow_both_bad=bool(allow_both_bad), use_strength=bool(use_strength),
-                    require_rationale=bool(require_rationale), allow_editing=bool(allow_editing),
-                ),
-                response_ids=order,
-                criteria=_criteria(kind, criteria),
-            )
-        except AnswerError as exc:
-            raise field_error(exc.field, exc.message) from exc
-
-        gold_correct = None
-        if is_gold and kind == Campaign.Kind.PAIRWISE:  # gold checks are scored, never counted as progress
-            gold_correct = _gold_correct(_json(gold), cleaned.outcome, cleaned.preferred_response_id)
-        now = timezone.now()
-        values = {
-            "campaign": campaign_id,
-            "item": item_id,
-            "assignment": assignment_id,
-            "annotator": annotator.pk,
-            "outcome": cleaned.outcome,
-            "preferred_response": cleaned.preferred_response_id,
-            "strength": cleaned.strength,
-            "answer": cleaned.answer,
-            "rationale": cleaned.rationale,
-            "edited_response": cleaned.edited_response,
-            "display_order": order,
-            "time_taken_ms": cleaned.time_taken_ms,
-            "campaign_version": version,
-            "gold_correct": gold_correct,
-            "created_at": now,
-        }
-        # An open lease already holds a place under the target and turns into the judgment; an
-        # expired one needs a free place.
+        checked = _checked_submission(cursor.fetchone(), assignment_id, annotator, answer)
+        if isinstance(checked, tuple):
+            return checked
         record = _record_postgresql if connection.vendor == "postgresql" else _record
         judgment_id, member_counted = record(
-            cursor, sql, values, held=a_status == Assignment.Status.LEASED, counted=not is_gold
+            cursor, sql, checked.values, held=checked.held, counted=not checked.is_gold
         )
         if judgment_id is None:
             raise ConflictError(
@@ -577,20 +686,10 @@ def judgment_submit(*, assignment_id: int, annotator: Judge, answer: dict) -> tu
                 extra={"assignment_id": assignment_id},
             )
         if not member_counted and not annotator.is_superuser:
-            _judge_membership(campaign_id, annotator)  # raises, naming why
+            _judge_membership(checked.values["campaign"], annotator)  # raises, naming why
             raise ForbiddenError("You may not judge in this campaign.")
-    if has_rules:
-        training_rules_after_judgment(campaign_id=campaign_id)
-    events.campaign_changed(campaign_id=campaign_id)
-    judgment = Judgment(
-        id=judgment_id, campaign_id=campaign_id, item_id=item_id, assignment_id=assignment_id,
-        annotator_id=annotator.pk, outcome=cleaned.outcome, preferred_response_id=cleaned.preferred_response_id,
-        strength=cleaned.strength, answer=cleaned.answer, rationale=cleaned.rationale,
-        edited_response=cleaned.edited_response, display_order=order, time_taken_ms=cleaned.time_taken_ms,
-        campaign_version=version, gold_correct=gold_correct, created_at=now,
-    )
-    judgment._state.adding = False
-    judgment._state.db = connection.alias
+    judgment = _stored(checked)
+    judgment.pk = judgment_id
     return judgment, True
 
 

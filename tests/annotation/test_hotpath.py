@@ -212,10 +212,11 @@ def test_what_the_hot_path_leaves_to_django(campaign, annotator):
 
 
 def test_an_unexpected_failure_is_a_json_500_and_stores_nothing(campaign, annotator, monkeypatch):
-    def broken(**kwargs):
+    def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(hotpath, "lease_next", broken)
+    monkeypatch.setattr(hotpath, "lease_next", broken)  # SQLite's way
+    monkeypatch.setattr(hotpath, "next_call", broken)  # PostgreSQL's way
     status, headers, body = post(hot_path, next_path(campaign.pk), token=token_of(annotator))
     assert status == 500
     assert json.loads(body) == {"message": "Server error.", "extra": {}}

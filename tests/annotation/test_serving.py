@@ -377,3 +377,65 @@ def test_a_superuser_judges_without_a_membership_and_a_non_member_gets_not_found
         lease_next(campaign_id=campaign.pk, annotator=outsider)
     with pytest.raises(NotFoundError):
         lease_next(campaign_id=10**9, annotator=root)
+
+
+@pytest.fixture
+def postgresql_only():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("arbiter_next is PostgreSQL's")
+
+
+def test_arbiter_next_answers_each_case_in_one_call(postgresql_only, make_campaign, annotator, annotator2, outsider):
+    """`next` on PostgreSQL is one call of the migration's function; each answer it can give."""
+    from rest_framework.authtoken.models import Token
+
+    from annotation.services.serving import _json, next_call
+
+    campaign = make_campaign(items=2, overlap=1, annotators=[annotator, annotator2])
+    key = Token.objects.create(user=annotator).key
+
+    assert next_call(campaign.pk, token="0" * 40).kind == "bad_token"
+    leased = next_call(campaign.pk, token=key)
+    assert (leased.kind, leased.user) == ("leased", annotator.pk)
+    stored = Assignment.objects.get(pk=leased.assignment)
+    assert stored.status == Assignment.Status.LEASED and stored.annotator_id == annotator.pk
+    responses = sorted(stored.item.responses.values_list("pk", flat=True))
+    assert sorted(stored.display_order) == responses == sorted(rid for rid, _ in _json(leased.responses))
+    assert Item.objects.get(pk=leased.item).lease_count == 1
+
+    again = next_call(campaign.pk, user_id=annotator.pk)  # re-entering: the same lease
+    assert (again.kind, again.assignment) == ("reopened", leased.assignment)
+    assert _json(again.order) == _json(leased.order) == stored.display_order
+
+    second = next_call(campaign.pk, user_id=annotator2.pk)
+    assert second.kind == "leased" and second.item != leased.item
+    Assignment.objects.filter(pk=leased.assignment).update(status=Assignment.Status.SKIPPED)
+    assert next_call(campaign.pk, user_id=annotator.pk).kind == "empty"  # both items taken for them
+
+    assert next_call(campaign.pk, user_id=outsider.pk).kind == "no_member"
+    Membership.objects.filter(campaign=campaign, user=annotator2).update(cap=0)
+    Assignment.objects.filter(pk=second.assignment).update(status=Assignment.Status.SKIPPED)
+    assert next_call(campaign.pk, user_id=annotator2.pk).kind == "capped"
+    Membership.objects.filter(campaign=campaign, user=annotator2).update(is_active=False)
+    assert next_call(campaign.pk, user_id=annotator2.pk).kind == "refused"
+
+    annotator.is_active = False
+    annotator.save(update_fields=["is_active"])
+    assert next_call(campaign.pk, token=key).kind == "inactive"
+
+
+def test_arbiter_next_display_order_is_a_uniform_shuffle(postgresql_only, make_campaign, make_user):
+    """The function sorts the responses by the caller's random keys: both orders, about equally."""
+    from annotation.services.serving import next_call
+
+    users = [make_user(f"shuffle{i}", "annotator") for i in range(60)]
+    campaign = make_campaign(items=1, overlap=60, annotators=users)
+    firsts = [next_call(campaign.pk, user_id=u.pk) for u in users]
+    assert {row.kind for row in firsts} == {"leased"}
+    orders = {tuple(Assignment.objects.get(pk=row.assignment).display_order) for row in firsts}
+    assert len(orders) == 2
+    first_shown = [Assignment.objects.get(pk=row.assignment).display_order[0] for row in firsts]
+    share = first_shown.count(first_shown[0]) / len(first_shown)
+    assert 0.2 < share < 0.8  # 60 fair coin flips: outside this with probability < 1e-5
