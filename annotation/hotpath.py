@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.http.request import split_domain_port, validate_host
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.renderers import JSONRenderer
@@ -38,10 +38,12 @@ from annotation.errors import api_exception_handler
 from annotation.services.serving import (
     hot_cursor,
     judgment_submit,
+    judgment_submit_locked,
     lease_next,
     lease_next_steps,
     next_call,
     next_from_call,
+    submission_for_token,
 )
 
 logger = logging.getLogger(__name__)
@@ -200,10 +202,24 @@ def _submit_serializers() -> tuple[Any, Any]:
 
 
 def _submit(assignment_id: int, token: str, body: bytes) -> tuple[int, Any]:
-    user = _token_user(token)
     given, shown = _submit_serializers()
-    answer = given.run_validation(_parse_json(body))
-    judgment, created = judgment_submit(assignment_id=assignment_id, annotator=user, answer=answer)
+    if connection.vendor != "postgresql":
+        user = _token_user(token)
+        answer = given.run_validation(_parse_json(body))
+        judgment, created = judgment_submit(assignment_id=assignment_id, annotator=user, answer=answer)
+        return (201 if created else 200), shown.to_representation(judgment)
+    # One statement reads the token's user and locks their assignment; the checks then come in
+    # DRF's order: authentication, the body, then the assignment.
+    with transaction.atomic():
+        found = submission_for_token(assignment_id=assignment_id, token=token)
+        if found is None:
+            raise drf_exceptions.AuthenticationFailed("Invalid token.")
+        user_id, is_active, is_superuser, row = found
+        if not is_active:
+            raise drf_exceptions.AuthenticationFailed("User inactive or deleted.")
+        user = TokenUser(pk=user_id, is_superuser=is_superuser)
+        answer = given.run_validation(_parse_json(body))
+        judgment, created = judgment_submit_locked(row, assignment_id=assignment_id, annotator=user, answer=answer)
     return (201 if created else 200), shown.to_representation(judgment)
 
 

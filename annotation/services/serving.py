@@ -184,8 +184,31 @@ def _statements(vendor: str) -> dict[str, str]:
             f"UPDATE {t['Item']} SET lease_count = lease_count + 1 WHERE id = ({open_item}) "
             "AND judgment_count < target - lease_count RETURNING id, prompt_id"
         )
+    own_columns = (
+        "SELECT a.status, a.item_id, a.display_order, a.campaign_id, c.status, c.kind, c.allow_ties, "
+        "c.allow_both_bad, c.use_strength, c.require_rationale, c.allow_editing, c.criteria, c.version, "
+        f"i.is_gold, i.gold, EXISTS (SELECT 1 FROM {t['TrainingRule']} r WHERE r.campaign_id = a.campaign_id "
+        f"AND r.kind = '{TrainingRule.Kind.EVERY_N_JUDGMENTS}' AND r.is_active)"
+    )
+    own_from = (
+        f"FROM {t['Assignment']} a JOIN {t['Campaign']} c ON c.id = a.campaign_id JOIN {t['Item']} i ON i.id = a.item_id"
+    )
+    lock_a = " FOR UPDATE OF a" if vendor == "postgresql" else ""
     statements = {}
     if vendor == "postgresql":
+        # The API's submit: the token's user (as DRF's TokenAuthentication reads it) and their
+        # assignment, locked, in one statement.
+        from django.contrib.auth import get_user_model
+        from rest_framework.authtoken.models import Token
+
+        user = get_user_model()._meta
+        statements["own_assignment_for_token"] = (
+            f"WITH who AS (SELECT u.{q(user.pk.column)} AS id, u.{q('is_active')} AS is_active, "
+            f"u.{q('is_superuser')} AS is_superuser FROM {q(Token._meta.db_table)} t "
+            f"JOIN {q(user.db_table)} u ON u.{q(user.pk.column)} = t.{q('user_id')} WHERE t.{q('key')} = %s) "
+            f"SELECT who.id, who.is_active, who.is_superuser, own.* FROM who LEFT JOIN LATERAL "
+            f"({own_columns} {own_from} WHERE a.id = %s AND a.annotator_id = who.id{lock_a}) own ON true"
+        )
         # `next` in one call of the function that migration 0005 installs.
         statements["next_call"] = (
             "SELECT * FROM arbiter_next(%s::bigint, %s::text, %s::integer, %s::timestamptz, %s::float8, %s::float8[])"
@@ -236,15 +259,7 @@ def _statements(vendor: str) -> dict[str, str]:
             f"JOIN {t['Response']} r ON r.id = ir.response_id WHERE i.id = %s"
         ),
         # The assignment row is locked; a second submit of it waits here, then sees it submitted.
-        "own_assignment": (
-            "SELECT a.status, a.item_id, a.display_order, a.campaign_id, c.status, c.kind, c.allow_ties, "
-            "c.allow_both_bad, c.use_strength, c.require_rationale, c.allow_editing, c.criteria, c.version, "
-            f"i.is_gold, i.gold, EXISTS (SELECT 1 FROM {t['TrainingRule']} r WHERE r.campaign_id = a.campaign_id "
-            f"AND r.kind = '{TrainingRule.Kind.EVERY_N_JUDGMENTS}' AND r.is_active) "
-            f"FROM {t['Assignment']} a JOIN {t['Campaign']} c ON c.id = a.campaign_id "
-            f"JOIN {t['Item']} i ON i.id = a.item_id WHERE a.id = %s AND a.annotator_id = %s"
-            + (" FOR UPDATE OF a" if vendor == "postgresql" else "")
-        ),
+        "own_assignment": f"{own_columns} {own_from} WHERE a.id = %s AND a.annotator_id = %s{lock_a}",
         "count_in_lease": (
             f"UPDATE {t['Item']} SET judgment_count = judgment_count + 1, lease_count = lease_count - 1 "
             "WHERE id = %s RETURNING judgment_count >= target"
@@ -669,10 +684,33 @@ def judgment_submit(*, assignment_id: int, annotator: Judge, answer: dict) -> tu
     submit after the lease expired is accepted while the item still needs a judgment, and
     refused with a conflict otherwise.
     """
+    with hot_cursor() as cursor:
+        cursor.execute(_sql()["own_assignment"], [assignment_id, annotator.pk])
+        row = cursor.fetchone()
+    return judgment_submit_locked(row, assignment_id=assignment_id, annotator=annotator, answer=answer)
+
+
+def submission_for_token(*, assignment_id: int, token: str) -> tuple | None:
+    """The API's submit on PostgreSQL, first statement: who the token belongs to and, locked, their
+    assignment (`own_assignment`'s row, or None): (user id, is active, is superuser, row). None
+    for an unknown token. Run it in the transaction that goes on to `judgment_submit_locked`."""
+    with hot_cursor() as cursor:
+        cursor.execute(_sql()["own_assignment_for_token"], [token, assignment_id])
+        found = cursor.fetchone()
+    if found is None:
+        return None
+    user_id, is_active, is_superuser, *row = found
+    return user_id, bool(is_active), bool(is_superuser), (None if row[0] is None else tuple(row))
+
+
+def judgment_submit_locked(row: tuple | None, *, assignment_id: int, annotator: Judge,
+                           answer: dict) -> tuple[Judgment, bool]:
+    """`judgment_submit` once its assignment row is locked (None: not the annotator's)."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("judgment_submit_locked runs in the transaction that locked the assignment")
     sql = _sql()
     with hot_cursor() as cursor:
-        cursor.execute(sql["own_assignment"], [assignment_id, annotator.pk])
-        checked = _checked_submission(cursor.fetchone(), assignment_id, annotator, answer)
+        checked = _checked_submission(row, assignment_id, annotator, answer)
         if isinstance(checked, tuple):
             return checked
         record = _record_postgresql if connection.vendor == "postgresql" else _record
