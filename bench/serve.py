@@ -7,7 +7,8 @@ For each database and campaign size it (1) creates a fresh database (PostgreSQL:
 recreates `arbiter_bench`; SQLite: a new file in a temp folder), runs `manage.py migrate`, and
 seeds users, tokens, a campaign (pairwise, overlap 3, active, lease 600 s) and its items with
 raw SQL (checked against rows made by `items_import`); (2) starts the real ASGI server
-(uvicorn, `config.asgi:application`) as a subprocess on a free loopback port; (3) for each
+(uvicorn, `config.asgi:application`, by `python -m config.serve`) as a subprocess on a free
+loopback port; (3) for each
 annotator count runs a bounded load: every simulated annotator has one keep-alive HTTP/1.1
 connection and loops next -> submit until the window ends (it finishes its current item first,
 so no lease is left open); (4) checks the serving invariants in SQL; (5) prints one markdown
@@ -458,9 +459,11 @@ class Server:
 
 
 def start_server(db_url: str, data_dir: str, workers: int, fast: bool, token: str, campaign_id: int,
-                 hot_path: bool = True) -> Server:
+                 hot_path: bool = True, plain_uvicorn: bool = False) -> Server:
     port = free_port()
-    cmd = [PYTHON, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+    # Arbiter's launcher (config/serve.py: a listening socket per worker) or uvicorn's own workers.
+    launcher = ["uvicorn", "config.asgi:application"] if plain_uvicorn else ["config.serve"]
+    cmd = [PYTHON, "-m", *launcher, "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
     if fast:
         cmd += ["--loop", "uvloop", "--http", "httptools"]
@@ -803,7 +806,8 @@ def bench_one(db: str, n_items: int, levels: list[int], args, tmp_root: Path) ->
     for hot, path_levels in ((True, levels), (False, args.django_levels)):
         if not path_levels:
             continue
-        server = start_server(db_url, str(data_dir), args.workers, args.fast, tokens[0], cid, hot_path=hot)
+        server = start_server(db_url, str(data_dir), args.workers, args.fast, tokens[0], cid, hot_path=hot,
+                              plain_uvicorn=args.plain_uvicorn)
         print(f"[{db} {n_items:,}] server: {server.config}", flush=True)
         try:
             for n in path_levels:
@@ -976,6 +980,8 @@ def main() -> None:
                    help="also run these concurrency levels with the hot path off (ARBITER_HOT_PATH=0): the "
                         "same requests through Django and DRF, as a baseline in the same session")
     p.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2)")
+    p.add_argument("--plain-uvicorn", action="store_true",
+                   help="start `uvicorn --workers N` (one shared socket) instead of `python -m config.serve`")
     p.add_argument("--no-fast", dest="fast", action="store_false",
                    help="do not pass --loop uvloop --http httptools to uvicorn")
     p.add_argument("--json", default=None, help="also write the raw results here")

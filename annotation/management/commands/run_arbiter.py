@@ -15,13 +15,18 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-worker", action="store_true")
+        parser.add_argument("--web-workers", type=int, default=None,
+                            help="web processes (default 1, or ARBITER_WEB_WORKERS); see config/serve.py")
 
-    def handle(self, *args, host: str, port: int, no_worker: bool, **options) -> None:
+    def handle(self, *args, host: str, port: int, no_worker: bool, web_workers: int | None, **options) -> None:
         python = sys.executable
-        commands = {
-            "web": [python, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
-                    "--log-level", "info", "--no-access-log"],
-        }
+        web = [python, "-m", "config.serve", "--host", host, "--port", str(port), "--log-level", "info", "--no-access-log"]
+        if web_workers is not None:
+            web += ["--workers", str(web_workers)]
+            if web_workers > 1 and not settings.REDIS_URL:
+                self.stderr.write("Several web processes without REDIS_URL: a live page updates only for "
+                                  "changes made through the process that serves it.")
+        commands = {"web": web}
         if not no_worker:
             commands["worker"] = [
                 python, "-m", "celery", "-A", "config", "worker", "--beat", "--loglevel", "INFO",
