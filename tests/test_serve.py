@@ -58,7 +58,11 @@ def connections_of(pid: int, port: int) -> int:
             if f[1].endswith(f":{port:04X}") and f[3] == "01":
                 inodes.add(f[9])
     n = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # the process is gone
+        return 0
+    for fd in fds:
         try:
             target = os.readlink(fd)
         except OSError:
@@ -93,7 +97,14 @@ def server(tmp_path):
 
 def workers(pid: int) -> list[int]:
     """The uvicorn worker processes `config.serve` spawned (not multiprocessing's helper)."""
-    return [c for c in children(pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    found = []
+    for child in children(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except OSError:  # it exited meanwhile (the worker this test kills, say)
+            pass
+    return found
 
 
 def wait_for(condition, timeout: float = 60) -> None:
