@@ -37,7 +37,7 @@ def children(pid: int) -> list[int]:
 def get(port: int, sock: socket.socket | None = None) -> tuple[int, socket.socket]:
     """GET /login/ on a keep-alive connection (a new one unless given); (status, connection)."""
     if sock is None:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     sock.sendall(f"GET /login/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
     data = b""
     while b"\r\n\r\n" not in data:
@@ -118,7 +118,7 @@ def test_workers_each_listen_and_share_the_connections(server):
     proc, port = server
     wait_for(lambda: len(workers(proc.pid)) == 2)
     # A burst: 16 clients connect at once, as a load test does.
-    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(16)]
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(16)]
     for sock in clients:
         assert get(port, sock)[0] == 200
     for sock in clients:  # keep-alive: a second request on each connection
@@ -145,4 +145,13 @@ def test_a_worker_that_dies_is_replaced_and_sigterm_stops_everything(server):
     everyone = children(proc.pid)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
-    wait_for(lambda: not [pid for pid in everyone if Path(f"/proc/{pid}").exists()], timeout=10)
+    wait_for(lambda: not [pid for pid in everyone if running(pid)], timeout=10)
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an exited process nobody has reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
