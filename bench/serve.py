@@ -8,10 +8,9 @@ recreates `arbiter_bench`; SQLite: a new file in a temp folder), runs `manage.py
 seeds users, tokens, a campaign (pairwise, overlap 3, active, lease 600 s) and its items with
 raw SQL (checked against rows made by `items_import`); (2) starts the real ASGI server
 (uvicorn, `config.asgi:application`, by `python -m config.serve`) as a subprocess on a free
-loopback port; (3) for each
-annotator count runs a bounded load: every simulated annotator has one keep-alive HTTP/1.1
-connection and loops next -> submit until the window ends (it finishes its current item first,
-so no lease is left open); (4) checks the serving invariants in SQL; (5) prints one markdown
+loopback port; (3) for each annotator count runs a bounded load: every simulated annotator
+has one keep-alive HTTP/1.1 connection and loops next -> submit until the window ends (it
+finishes its current item first, so no lease is left open); (4) checks the serving invariants in SQL; (5) prints one markdown
 table, the 1M/10k latency ratio of `next`, and where the CPU went.
 
 Each annotator count uses its own, fresh annotators; the campaign's state carries over from one

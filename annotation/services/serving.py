@@ -393,6 +393,9 @@ class NextCall(NamedTuple):
     responses: Any
 
 
+_MAX_SHOWN = MAX_RESPONSES + 1  # random keys passed to `arbiter_next`, one per response position
+
+
 def next_call(campaign_id: int, *, user_id: int | None = None, token: str | None = None) -> NextCall:
     """Call `arbiter_next` (PostgreSQL) for a user id, or for an API token it checks itself."""
     now = timezone.now()
@@ -403,8 +406,6 @@ def next_call(campaign_id: int, *, user_id: int | None = None, token: str | None
         cursor.execute(_sql()["next_call"], [campaign_id, token, user_id, now, draw, keys])
         return NextCall(*cursor.fetchone())
 
-
-_MAX_SHOWN = MAX_RESPONSES + 1
 
 
 def next_from_call(row: NextCall, campaign_id: int, annotator: Judge) -> NextResult | None:
@@ -708,11 +709,11 @@ def judgment_submit_locked(row: tuple | None, *, assignment_id: int, annotator: 
     """`judgment_submit` once its assignment row is locked (None: not the annotator's)."""
     if not connection.in_atomic_block:
         raise RuntimeError("judgment_submit_locked runs in the transaction that locked the assignment")
+    checked = _checked_submission(row, assignment_id, annotator, answer)
+    if isinstance(checked, tuple):
+        return checked
     sql = _sql()
     with hot_cursor() as cursor:
-        checked = _checked_submission(row, assignment_id, annotator, answer)
-        if isinstance(checked, tuple):
-            return checked
         record = _record_postgresql if connection.vendor == "postgresql" else _record
         judgment_id, member_counted = record(
             cursor, sql, checked.values, held=checked.held, counted=not checked.is_gold
