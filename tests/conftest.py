@@ -87,6 +87,15 @@ def outsider(make_user):
 
 
 @pytest.fixture
+def postgresql_only():
+    """Skip the test on SQLite: it checks something only PostgreSQL does."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only")
+
+
+@pytest.fixture
 def make_campaign(manager) -> Callable:
     def make(*, items: int = 5, overlap: int = 1, active: bool = True, annotators=(), **options) -> Campaign:
         campaign = campaign_create(created_by=manager, name=options.pop("name", "Test campaign"), overlap=overlap, **options)

@@ -42,6 +42,7 @@ from annotation.models import (
 )
 from annotation.models import Response as ResponseModel
 from annotation.selectors import judging_progress
+from annotation.services import statistics
 from training.models import TrainingRule
 from training.services import training_rules_after_judgment
 
@@ -421,6 +422,7 @@ def next_from_call(row: NextCall, campaign_id: int, annotator: Judge) -> NextRes
         return NextResult(None, None, progress)
     if row.kind == "leased":
         events.campaign_changed(campaign_id=campaign_id)
+        statistics.growth.saw(row.assignment)
     elif row.kind != "reopened":
         raise ValueError(f"arbiter_next answered {row.kind!r}")
     order = _json(row.order)

@@ -379,14 +379,6 @@ def test_a_superuser_judges_without_a_membership_and_a_non_member_gets_not_found
         lease_next(campaign_id=10**9, annotator=root)
 
 
-@pytest.fixture
-def postgresql_only():
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("arbiter_next is PostgreSQL's")
-
-
 def test_arbiter_next_answers_each_case_in_one_call(postgresql_only, make_campaign, annotator, annotator2, outsider):
     """`next` on PostgreSQL is one call of the migration's function; each answer it can give."""
     from rest_framework.authtoken.models import Token
