@@ -9,9 +9,10 @@ Autovacuum re-analyzes a table after it grows by a tenth, but visits each databa
 minute, and a campaign being judged at a few hundred a second doubles its assignment table many
 times in that minute.
 
-So every process watches the assignment ids it leases, and each time the largest has doubled
-since it last looked (from 256 on), it analyzes the assignment and judgment tables. That is about
-twenty times from an empty table to a million rows, a few milliseconds each while the tables are
+So every process watches the assignment ids it leases. When they reach twice the first it leased
+(and at least 256), it analyzes the assignment and judgment tables, and again each time they
+double from there; a process that starts on a database already large analyzes nothing until its
+ids double. From an empty table to a million rows that is about twenty times from an empty table to a million rows, a few milliseconds each while the tables are
 small; ANALYZE samples at most 30,000 rows however large they get. The statement that crosses a
 threshold runs it after its own work, outside any transaction; a table another ANALYZE holds is
 skipped, not waited for.
@@ -32,21 +33,31 @@ FIRST_ANALYZE_AT = 256
 
 
 class GrowthWatch:
-    """Analyze the serving tables each time the largest assignment id seen has doubled."""
+    """Analyze the serving tables each time the largest assignment id seen has doubled.
 
-    def __init__(self, first: int = FIRST_ANALYZE_AT) -> None:
+    The first threshold is `first`, or, when None, twice the first id seen (at least
+    FIRST_ANALYZE_AT).
+    """
+
+    def __init__(self, first: int | None = None) -> None:
         self._next_at = first
         self._lock = threading.Lock()
 
     @property
-    def next_at(self) -> int:
+    def next_at(self) -> int | None:
         return self._next_at
 
     def saw(self, assignment_id: int) -> bool:
         """Note a leased assignment id; analyze when it crosses the threshold. True if it did."""
-        if assignment_id < self._next_at or connection.vendor != "postgresql" or connection.in_atomic_block:
+        next_at = self._next_at
+        if next_at is not None and assignment_id < next_at:
+            return False
+        if connection.vendor != "postgresql" or connection.in_atomic_block:
             return False
         with self._lock:
+            if self._next_at is None:
+                self._next_at = max(FIRST_ANALYZE_AT, 2 * assignment_id)
+                return False
             if assignment_id < self._next_at:
                 return False
             self._next_at = 2 * assignment_id

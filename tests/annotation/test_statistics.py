@@ -7,7 +7,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from annotation.models import Assignment
-from annotation.services.statistics import GrowthWatch, analyze_serving_tables
+from annotation.services.statistics import FIRST_ANALYZE_AT, GrowthWatch, analyze_serving_tables
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,6 +42,18 @@ def test_the_watch_analyzes_when_the_largest_id_doubles(postgresql_only, make_ca
     assert reltuples() == 40
     assert watch.next_at == 2 * top
     assert not watch.saw(2 * top - 1)
+
+
+def test_the_first_threshold_is_twice_the_first_id_seen(postgresql_only, make_campaign, annotator):
+    """A process that starts on a large table does not analyze it at once; only when ids double."""
+    campaign = make_campaign(items=20, annotators=[annotator])
+    assert analyze_serving_tables()
+    top = lease_all(campaign, annotator)
+    watch = GrowthWatch()
+    assert not watch.saw(top)
+    assert watch.next_at == max(FIRST_ANALYZE_AT, 2 * top) and reltuples() == 0
+    assert not watch.saw(watch.next_at - 1)
+    assert watch.saw(watch.next_at) and reltuples() == 20
 
 
 def test_the_watch_waits_outside_a_transaction(postgresql_only, make_campaign, annotator):
