@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from django.db import DatabaseError, connection
+from django.db import Error, connection
 
 from annotation.models import Assignment, Judgment
 
@@ -71,7 +71,7 @@ def analyze_serving_tables() -> bool:
     try:
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE (SKIP_LOCKED) {tables}")
-    except DatabaseError:
+    except Error:  # the lease is already made; a failure here must not fail `next`
         logger.warning("could not analyze the serving tables", exc_info=True)
         return False
     return True
