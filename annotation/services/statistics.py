@@ -12,8 +12,8 @@ times in that minute.
 So every process watches the assignment ids it leases. When they reach twice the first it leased
 (and at least 256), it analyzes the assignment and judgment tables, and again each time they
 double from there; a process that starts on a database already large analyzes nothing until its
-ids double. From an empty table to a million rows that is about twenty times from an empty table to a million rows, a few milliseconds each while the tables are
-small; ANALYZE samples at most 30,000 rows however large they get. The statement that crosses a
+ids double. From an empty table to a million rows that is about twenty times, a few milliseconds
+each while the tables are small; ANALYZE samples at most 30,000 rows however large they get. The statement that crosses a
 threshold runs it after its own work, outside any transaction; a table another ANALYZE holds is
 skipped, not waited for.
 """
