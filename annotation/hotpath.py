@@ -40,7 +40,6 @@ from annotation.services.serving import (
     judgment_submit,
     judgment_submit_locked,
     lease_next,
-    lease_next_steps,
     next_call,
     next_from_call,
     submission_for_token,
@@ -183,10 +182,7 @@ def _next(campaign_id: int, token: str, body: bytes) -> tuple[int, Any]:
     if row.kind == "inactive":
         raise drf_exceptions.AuthenticationFailed("User inactive or deleted.")
     user = TokenUser(pk=row.user, is_superuser=bool(row.superuser))
-    result = next_from_call(row, campaign_id, user)
-    if result is None:
-        result = lease_next_steps(campaign_id=campaign_id, annotator=user)
-    return 200, next_payload(result)
+    return 200, next_payload(next_from_call(row, campaign_id, user))
 
 
 @functools.cache

@@ -366,9 +366,7 @@ def lease_next(*, campaign_id: int, annotator: Judge) -> NextResult:
     decides the rare cases it hands back.
     """
     if connection.vendor == "postgresql":
-        result = next_from_call(next_call(campaign_id, user_id=annotator.pk), campaign_id, annotator)
-        if result is not None:
-            return result
+        return next_from_call(next_call(campaign_id, user_id=annotator.pk), campaign_id, annotator)
     return lease_next_steps(campaign_id=campaign_id, annotator=annotator)
 
 
@@ -408,12 +406,12 @@ def next_call(campaign_id: int, *, user_id: int | None = None, token: str | None
         return NextCall(*cursor.fetchone())
 
 
-
-def next_from_call(row: NextCall, campaign_id: int, annotator: Judge) -> NextResult | None:
-    """The `next` answer from `arbiter_next`'s row; None where the step-by-step path must decide
-    (no membership: a superuser may judge; nothing open: lapsed leases may hold the last places)."""
+def next_from_call(row: NextCall, campaign_id: int, annotator: Judge) -> NextResult:
+    """The `next` answer from `arbiter_next`'s row. Where the step-by-step path must decide (no
+    membership: a superuser may judge; nothing open: lapsed leases may hold the last places), it
+    runs that path."""
     if row.kind in ("no_member", "empty"):
-        return None
+        return lease_next_steps(campaign_id=campaign_id, annotator=annotator)
     progress = {"done": row.done or 0, "total": row.wanted or 0, "mine": row.judged}
     if row.kind == "refused":
         _check_member(row.role, bool(row.active))
