@@ -10,8 +10,9 @@ raw SQL (checked against rows made by `items_import`); (2) starts the real ASGI 
 (uvicorn, `config.asgi:application`, by `python -m config.serve`) as a subprocess on a free
 loopback port; (3) for each annotator count runs a bounded load: every simulated annotator
 has one keep-alive HTTP/1.1 connection and loops next -> submit until the window ends (it
-finishes its current item first, so no lease is left open); (4) checks the serving invariants in SQL; (5) prints one markdown
-table, the 1M/10k latency ratio of `next`, and where the CPU went.
+finishes its current item first, so no lease is left open); (4) checks the serving invariants
+in SQL; (5) prints one markdown table, the 1M/10k latency ratio of `next`, and where the CPU
+went.
 
 Each annotator count uses its own, fresh annotators; the campaign's state carries over from one
 count to the next (items partly judged), as it would in a real campaign.
@@ -564,9 +565,8 @@ def cpu_snapshot(server_pids: list[int]) -> dict[str, float]:
     return snap
 
 
-def connections_per_worker(server: Server) -> list[int]:
-    """Established client connections each uvicorn worker holds (from /proc; Linux)."""
-    listening = f":{server.port:04X}"
+def connections_of(pid: int, port: int) -> int:
+    """Established connections to `port` held by process `pid` (from /proc; Linux); 0 if it is gone."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -575,23 +575,25 @@ def connections_per_worker(server: Server) -> list[int]:
             continue
         for line in lines:
             f = line.split()
-            if f[1].endswith(listening) and f[3] == "01":  # local port is the server's; ESTABLISHED
+            if f[1].endswith(f":{port:04X}") and f[3] == "01":  # local port is the server's; ESTABLISHED
                 inodes.add(f[9])
-    counts = []
-    for pid in children(server.proc.pid):
-        n = 0
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return 0
+    n = 0
+    for fd in fds:
         try:
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                try:
-                    target = os.readlink(fd)
-                except OSError:
-                    continue
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    n += 1
+            target = os.readlink(fd)
         except OSError:
-            pass
-        counts.append(n)
-    return counts
+            continue
+        n += target.startswith("socket:[") and target[8:-1] in inodes
+    return n
+
+
+def connections_per_worker(server: Server) -> list[int]:
+    """Established client connections each uvicorn worker holds."""
+    return [connections_of(pid, server.port) for pid in children(server.proc.pid)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -62,7 +62,8 @@ def serve(config: uvicorn.Config, workers: int) -> None:
         signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(0.5):
         for i, process in enumerate(processes):
-            if not process.is_alive():  # its socket stays open here, so waiting connections keep
+            # A dead worker's socket stays open here: connections waiting on it go to its successor.
+            if not process.is_alive():
                 logger.warning("worker %s exited with code %s; starting another", process.pid, process.exitcode)
                 processes[i] = get_subprocess(config, target=server.run, sockets=[sockets[i]])
                 processes[i].start()

@@ -10,28 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.serve import children, connections_of, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                stat = (p / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-                out.append(int(p.name))
-    return out
 
 
 def get(port: int, sock: socket.socket | None = None) -> tuple[int, socket.socket]:
@@ -47,28 +30,6 @@ def get(port: int, sock: socket.socket | None = None) -> tuple[int, socket.socke
     while len(body) < length:
         body += sock.recv(65536)
     return int(head.split(b" ")[1]), sock
-
-
-def connections_of(pid: int, port: int) -> int:
-    """Established connections to `port` held by process `pid` (Linux /proc)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            f = line.split()
-            if f[1].endswith(f":{port:04X}") and f[3] == "01":
-                inodes.add(f[9])
-    n = 0
-    try:
-        fds = list(Path(f"/proc/{pid}/fd").iterdir())
-    except OSError:  # the process is gone
-        return 0
-    for fd in fds:
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        n += target.startswith("socket:[") and target[8:-1] in inodes
-    return n
 
 
 @pytest.fixture
