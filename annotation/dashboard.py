@@ -35,10 +35,10 @@ from django.db.models import CharField, Count, Max
 from django.db.models.functions import Substr, TruncMinute
 from django.utils import timezone
 
-from annotation import aggregation as agg
+from annotation.core import aggregation as agg
+from annotation.core.snapshot import JudgmentRow, snapshot_leaderboard, snapshot_pairs
 from annotation.models import Campaign, Item, ItemResponse, Judgment, Membership, Role
 from annotation.selectors import campaign_live_counts
-from annotation.services.datasets import JudgmentRow, snapshot_leaderboard, snapshot_pairs
 
 # The live view bootstraps fewer rounds than a dataset build (1000): the intervals are a
 # little rougher and a fit costs a fraction of the time. A dataset gives the final figures.

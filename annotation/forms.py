@@ -6,8 +6,8 @@ from django import forms
 from django.db.models import F
 from django.forms import formset_factory
 
-from annotation.importing import FORMATS
-from annotation.judging import MAX_SCALE_POINTS
+from annotation.core.importing import FORMATS
+from annotation.core.judging import MAX_SCALE_POINTS
 from annotation.models import Campaign, Dataset, Role
 from annotation.services.campaigns import COPY_ITEMS
 

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_http_methods
 
 from annotation import exports
 from annotation.consumers import campaign_progress_path
+from annotation.core.judging import FLAG_REASONS
 from annotation.errors import ApplicationError, ForbiddenError, NotFoundError
 from annotation.forms import (
     SERVICE_FIELD,
@@ -23,7 +24,6 @@ from annotation.forms import (
     ImportForm,
     criteria_from,
 )
-from annotation.judging import FLAG_REASONS
 from annotation.models import Campaign, Dataset, Judgment, Role
 from annotation.selectors import (
     campaign_get_for_user,

@@ -2,7 +2,7 @@
 
 The preview page is `judge.html` with the judging app's usual configuration, except that its
 next / submit / skip / heartbeat URLs point here. These answer like the real API, and submit
-checks the answer with the real validation (`annotation.judging.validate_answer`), but nothing is
+checks the answer with the real validation (`annotation.core.judging.validate_answer`), but nothing is
 leased or stored. The schema the answers are checked against travels in a signed token in the
 URL, so a wizard's unsaved settings can be previewed too.
 """
@@ -19,15 +19,15 @@ from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_http_methods
 
-from annotation.errors import ApplicationError, ForbiddenError, NotFoundError
-from annotation.forms import CampaignForm, criteria_from
-from annotation.judging import (
+from annotation.core.judging import (
     AnswerError,
     CriteriaError,
     PairwiseOptions,
     validate_answer,
     validate_criteria,
 )
+from annotation.errors import ApplicationError, ForbiddenError, NotFoundError
+from annotation.forms import CampaignForm, criteria_from
 from annotation.models import Campaign, Item, ItemResponse, Role
 from annotation.selectors import campaign_get_for_user, campaign_live_counts, user_role
 from annotation.services.serving import SKIP_REASONS

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from annotation.aggregation import (  # noqa: E402
+from annotation.core.aggregation import (  # noqa: E402
     Outcome,
     PairwiseJudgment,
     dawid_skene,

@@ -13,8 +13,8 @@ Measured in one process on the same data, from raw battles to scores and 95 % in
     the same method differ in interval width, Monte Carlo noise of 1,000 rounds.
   * choix     — `choix.ilsr_pairwise` (no ties: decisive battles only), timed on the full data and
     on 3 bootstrap rounds, extrapolated to 1,000 (it has no weighted/tied input).
-  * ours      — `annotation.aggregation.leaderboard`: pair table, Newton full fit, Poisson
-    redraw of the pair-table cells (inverse-CDF tables, `annotation.aggregation.sampling`), all rounds fitted together with the full-data Hessian.
+  * ours      — `annotation.core.aggregation.leaderboard`: pair table, Newton full fit, Poisson
+    redraw of the pair-table cells (inverse-CDF tables, `annotation.core.aggregation.sampling`), all rounds fitted together with the full-data Hessian.
 
     python bench/bradley_terry.py              # full: 1M battles, 100 models, 1,000 rounds
     python bench/bradley_terry.py --battles 100000 --rounds 200   # smoke
@@ -40,7 +40,7 @@ from scipy.special import expit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from annotation.aggregation import leaderboard, pair_table  # noqa: E402
+from annotation.core.aggregation import leaderboard, pair_table  # noqa: E402
 
 # --- FastChat, as in rating_systems.py -------------------------------------------------------
 

@@ -58,7 +58,7 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 
 def load_pairs() -> list[dict]:
     """Read the HH file with Arbiter's importer into TRL conversational preference rows."""
-    from annotation.importing import parse_jsonl
+    from annotation.core.importing import parse_jsonl
 
     with DATA.open("rb") as fh:
         report = parse_jsonl(fh, format="hh")

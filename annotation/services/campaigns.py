@@ -19,8 +19,8 @@ from django.db import transaction
 from django.db.models import Count, F, Max, Q
 
 from annotation import events
+from annotation.core.judging import CriteriaError, validate_criteria
 from annotation.errors import ApplicationError, ConflictError, ForbiddenError, field_error
-from annotation.judging import CriteriaError, validate_criteria
 from annotation.models import (
     COUNTER_SHARDS,
     GOLD_TARGET,

@@ -22,8 +22,8 @@ from django.db import transaction
 from django.db.models import F
 
 from annotation import events
+from annotation.core.importing import FORMATS, ImportReport, ItemRecord, parse_jsonl
 from annotation.errors import ApplicationError, ConflictError, field_error
-from annotation.importing import FORMATS, ImportReport, ItemRecord, parse_jsonl
 from annotation.models import GOLD_TARGET, Campaign, Item, ItemResponse, Prompt, Response
 from annotation.services.audit import audit_record
 

@@ -25,9 +25,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from annotation import events
+from annotation.core.importing import MAX_RESPONSES
+from annotation.core.judging import AnswerError, PairwiseOptions, validate_answer, validate_criteria
 from annotation.errors import ConflictError, ForbiddenError, NotFoundError, field_error
-from annotation.importing import MAX_RESPONSES
-from annotation.judging import AnswerError, PairwiseOptions, validate_answer, validate_criteria
 from annotation.models import (
     COUNTER_SHARDS,
     Assignment,

@@ -4,14 +4,14 @@ against response ids and refuses anything else with the field named."""
 import pytest
 from django.urls import reverse
 
-from annotation.errors import ApplicationError
-from annotation.judging import (
+from annotation.core.judging import (
     AnswerError,
     CriteriaError,
     PairwiseOptions,
     validate_answer,
     validate_criteria,
 )
+from annotation.errors import ApplicationError
 from annotation.models import Campaign, ItemResponse, Judgment
 from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
 from annotation.services.imports import items_import

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare, poisson
 
-from annotation.aggregation import sampling
-from annotation.aggregation.sampling import PoissonSampler
+from annotation.core.aggregation import sampling
+from annotation.core.aggregation.sampling import PoissonSampler
 
 RATES = np.array([0.0, 0.3, 4.0, 86.0, 86.5, 2500.0, 86.0])
 

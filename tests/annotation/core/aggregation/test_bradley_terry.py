@@ -6,8 +6,8 @@ import pytest
 from scipy.optimize import minimize
 from scipy.special import expit
 
-from annotation.aggregation import bradley_terry as bt
-from annotation.aggregation import leaderboard, pair_table, to_elo
+from annotation.core.aggregation import bradley_terry as bt
+from annotation.core.aggregation import leaderboard, pair_table, to_elo
 
 
 def battles(n=20_000, m=8, tie_rate=0.15, seed=0):

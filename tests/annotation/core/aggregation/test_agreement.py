@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from annotation.aggregation import (
+from annotation.core.aggregation import (
     Outcome,
     PairwiseJudgment,
     cohen_kappa,
@@ -15,7 +15,7 @@ from annotation.aggregation import (
     ratings_to_pairs,
     reliability_matrix,
 )
-from annotation.aggregation.types import judgment_margin
+from annotation.core.aggregation.types import judgment_margin
 
 
 def pj(item, ann, outcome, *, strength=None, flip=False, first="a"):

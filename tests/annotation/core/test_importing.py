@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from annotation.importing import detect_format, parse_jsonl, split_hh_transcript
+from annotation.core.importing import detect_format, parse_jsonl, split_hh_transcript
 from tests.conftest import hh_file
 
 

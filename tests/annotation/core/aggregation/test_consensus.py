@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from crowdkit.aggregation import DawidSkene
 
-from annotation.aggregation import (
+from annotation.core.aggregation import (
     Outcome,
     PairwiseJudgment,
     dawid_skene,
