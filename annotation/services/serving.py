@@ -24,7 +24,7 @@ from django.db import connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotation import events
+from annotation import events, hooks
 from annotation.core.importing import MAX_RESPONSES
 from annotation.core.judging import AnswerError, PairwiseOptions, validate_answer, validate_criteria
 from annotation.errors import ConflictError, ForbiddenError, NotFoundError, field_error
@@ -43,8 +43,6 @@ from annotation.models import (
 from annotation.models import Response as ResponseModel
 from annotation.selectors import judging_progress
 from annotation.services import statistics
-from training.models import TrainingRule
-from training.services import training_rules_after_judgment
 
 _EXPIRE_BATCH = 200
 
@@ -158,7 +156,7 @@ def _statements(vendor: str) -> dict[str, str]:
     t = {
         m.__name__: q(m._meta.db_table)
         for m in (Assignment, Campaign, CampaignCounter, Item, ItemResponse, Judgment, Membership, Prompt,
-                  ResponseModel, TrainingRule)
+                  ResponseModel)
     }
     lock = " FOR UPDATE OF m" if vendor == "postgresql" else ""
     open_item = (
@@ -188,8 +186,7 @@ def _statements(vendor: str) -> dict[str, str]:
     own_columns = (
         "SELECT a.status, a.item_id, a.display_order, a.campaign_id, c.status, c.kind, c.allow_ties, "
         "c.allow_both_bad, c.use_strength, c.require_rationale, c.allow_editing, c.criteria, c.version, "
-        f"i.is_gold, i.gold, EXISTS (SELECT 1 FROM {t['TrainingRule']} r WHERE r.campaign_id = a.campaign_id "
-        f"AND r.kind = '{TrainingRule.Kind.EVERY_N_JUDGMENTS}' AND r.is_active)"
+        "i.is_gold, i.gold, c.announce_judgments"
     )
     own_from = (
         f"FROM {t['Assignment']} a JOIN {t['Campaign']} c ON c.id = a.campaign_id JOIN {t['Item']} i ON i.id = a.item_id"
@@ -583,7 +580,7 @@ class _Submission:
     values: dict[str, Any]
     held: bool  # an open lease (not an expired one)
     is_gold: bool
-    has_rules: bool
+    announce: bool  # the campaign announces its judgments (annotation.hooks)
 
 
 def _checked_submission(row: tuple | None, assignment_id: int, annotator: Judge,
@@ -593,7 +590,7 @@ def _checked_submission(row: tuple | None, assignment_id: int, annotator: Judge,
     if row is None:
         raise NotFoundError("Assignment not found.", extra={"assignment_id": assignment_id})
     (a_status, item_id, order, campaign_id, c_status, kind, allow_ties, allow_both_bad, use_strength,
-     require_rationale, allow_editing, criteria, version, is_gold, gold, has_rules) = row
+     require_rationale, allow_editing, criteria, version, is_gold, gold, announce) = row
     if a_status == Assignment.Status.SUBMITTED:
         return Judgment.objects.get(assignment_id=assignment_id, supersedes__isnull=True), False
     if a_status == Assignment.Status.SKIPPED:
@@ -636,14 +633,14 @@ def _checked_submission(row: tuple | None, assignment_id: int, annotator: Judge,
         "created_at": timezone.now(),
     }
     return _Submission(values, held=a_status == Assignment.Status.LEASED, is_gold=bool(is_gold),
-                       has_rules=bool(has_rules))
+                       announce=bool(announce))
 
 
 def _stored(sub: _Submission) -> Judgment:
-    """After a judgment is stored: training rules, the live pages, and the Judgment (no query)."""
+    """After a judgment is stored: the hooks, the live pages, and the Judgment (no query)."""
     v = sub.values
-    if sub.has_rules:
-        training_rules_after_judgment(campaign_id=v["campaign"])
+    if sub.announce:
+        hooks.judgment_recorded(campaign_id=v["campaign"])
     events.campaign_changed(campaign_id=v["campaign"])
     judgment = Judgment(
         campaign_id=v["campaign"], item_id=v["item"], assignment_id=v["assignment"], annotator_id=v["annotator"],
