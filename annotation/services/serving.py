@@ -57,6 +57,7 @@ def leases_expire(*, campaign_id: int, now: datetime | None = None, limit: int =
     Never waits on a row another transaction holds: on PostgreSQL both the leases and their
     items are taken with SKIP LOCKED (items in id order), so expiry cannot deadlock with a
     submit or another expirer; a lease whose item is busy is expired on a later pass.
+    On PostgreSQL `arbiter_next` does the same when `next` finds nothing open.
     """
     now = now or timezone.now()
     leases = Assignment.objects.filter(
@@ -208,7 +209,7 @@ def _statements(vendor: str) -> dict[str, str]:
             f"SELECT who.id, who.is_active, who.is_superuser, own.* FROM who LEFT JOIN LATERAL "
             f"({own_columns} {own_from} WHERE a.id = %s AND a.annotator_id = who.id{lock_a}) own ON true"
         )
-        # `next` in one call of the function that migration 0005 installs.
+        # `next` in one call of `arbiter_next` (annotation/sql/next.sql, installed by the migrations).
         statements["next_call"] = (
             "SELECT * FROM arbiter_next(%s::bigint, %s::text, %s::integer, %s::timestamptz, %s::float8, %s::float8[])"
         )
