@@ -67,8 +67,8 @@ from annotation.services.serving import (
     NextResult,
     assignment_extend,
     assignment_skip,
-    judgment_submit,
-    lease_next,
+    next_for,
+    submit_for,
 )
 
 ERROR = inline_serializer("Error", {"message": serializers.CharField(), "extra": serializers.DictField()})
@@ -260,7 +260,7 @@ class AssignmentNextApi(APIView):
     @extend_schema(request=None, responses={200: OutputSerializer, 409: ERROR}, summary="Lease the next item")
     def post(self, request: Request, campaign_id: int) -> Response:
         # The service authorizes: only an active annotator (or manager) member is served.
-        result = lease_next(campaign_id=campaign_id, annotator=request.user)
+        result = next_for(campaign_id=campaign_id, annotator=request.user)
         return Response(next_payload(result))  # already in OutputSerializer's shape; it documents the schema
 
 
@@ -306,12 +306,10 @@ class JudgmentSubmitApi(APIView):
     def post(self, request: Request, assignment_id: int) -> Response:
         s = self.InputSerializer(data=request.data)
         s.is_valid(raise_exception=True)
-        judgment, created = judgment_submit(
-            assignment_id=assignment_id, annotator=request.user, answer=s.validated_data
+        code, judgment = submit_for(
+            assignment_id=assignment_id, annotator=request.user, answer=lambda: s.validated_data
         )
-        return Response(
-            self.OutputSerializer(judgment).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        )
+        return Response(self.OutputSerializer(judgment).data, status=code)
 
 
 class AssignmentSkipApi(APIView):

@@ -4,9 +4,9 @@ Every annotator asks for the next item and submits a judgment for every item, so
 requests are most of the traffic. Under Django and DRF each costs several milliseconds of
 framework before the service runs (middleware, a thread hop into the single sync thread,
 request and auth objects, content negotiation); here a request that carries
-`Authorization: Token <key>` and a JSON body goes from the ASGI server to the same services
-(`annotation.services.serving`), the same input and output serializers and the same error
-rendering, in a small thread pool of its own, so several requests wait on the database at once.
+`Authorization: Token <key>` and a JSON body goes from the ASGI server to the same service
+functions as the DRF views (`next_for` and `submit_for` in annotation.services.serving), the
+same input and output serializers and the same error rendering, in a small thread pool of its own, so several requests wait on the database at once.
 
 Anything else goes to Django unchanged: other paths and methods, session (browser) requests,
 which keep Django's CSRF checks, a malformed `Authorization` header, another content type, a
@@ -23,11 +23,10 @@ import json
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.http.request import split_domain_port, validate_host
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.renderers import JSONRenderer
@@ -35,15 +34,7 @@ from rest_framework.renderers import JSONRenderer
 from annotation import events
 from annotation.api import JudgmentSubmitApi, next_payload
 from annotation.errors import api_exception_handler
-from annotation.services.serving import (
-    hot_cursor,
-    judgment_submit,
-    judgment_submit_locked,
-    lease_next,
-    next_call,
-    next_from_call,
-    submission_for_token,
-)
+from annotation.services.serving import next_for, submit_for
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +44,6 @@ ROUTES = (
 )
 _READ_HEADERS = {b"authorization", b"content-type", b"content-length", b"host", b"transfer-encoding"}
 _TOKEN = re.compile(rb"[Tt][Oo][Kk][Ee][Nn] ([0-9a-fA-F]{1,64})")
-
-
-@dataclass(frozen=True)
-class TokenUser:
-    """The caller, as the services need them."""
-
-    pk: int
-    is_superuser: bool
 
 
 class HotPath:
@@ -173,16 +156,7 @@ class HotPath:
 
 
 def _next(campaign_id: int, token: str, body: bytes) -> tuple[int, Any]:
-    if connection.vendor != "postgresql":
-        return 200, next_payload(lease_next(campaign_id=campaign_id, annotator=_token_user(token)))
-    # One round trip: `arbiter_next` checks the token as DRF's TokenAuthentication does.
-    row = next_call(campaign_id, token=token)
-    if row.kind == "bad_token":
-        raise drf_exceptions.AuthenticationFailed("Invalid token.")
-    if row.kind == "inactive":
-        raise drf_exceptions.AuthenticationFailed("User inactive or deleted.")
-    user = TokenUser(pk=row.user, is_superuser=bool(row.superuser))
-    return 200, next_payload(next_from_call(row, campaign_id, user))
+    return 200, next_payload(next_for(campaign_id=campaign_id, token=token))
 
 
 @functools.cache
@@ -199,24 +173,10 @@ def _submit_serializers() -> tuple[Any, Any]:
 
 def _submit(assignment_id: int, token: str, body: bytes) -> tuple[int, Any]:
     given, shown = _submit_serializers()
-    if connection.vendor != "postgresql":
-        user = _token_user(token)
-        answer = given.run_validation(_parse_json(body))
-        judgment, created = judgment_submit(assignment_id=assignment_id, annotator=user, answer=answer)
-        return (201 if created else 200), shown.to_representation(judgment)
-    # One statement reads the token's user and locks their assignment; the checks then come in
-    # DRF's order: authentication, the body, then the assignment.
-    with transaction.atomic():
-        found = submission_for_token(assignment_id=assignment_id, token=token)
-        if found is None:
-            raise drf_exceptions.AuthenticationFailed("Invalid token.")
-        user_id, is_active, is_superuser, row = found
-        if not is_active:
-            raise drf_exceptions.AuthenticationFailed("User inactive or deleted.")
-        user = TokenUser(pk=user_id, is_superuser=is_superuser)
-        answer = given.run_validation(_parse_json(body))
-        judgment, created = judgment_submit_locked(row, assignment_id=assignment_id, annotator=user, answer=answer)
-    return (201 if created else 200), shown.to_representation(judgment)
+    status, judgment = submit_for(
+        assignment_id=assignment_id, token=token, answer=lambda: given.run_validation(_parse_json(body))
+    )
+    return status, shown.to_representation(judgment)
 
 
 def _parse_json(body: bytes) -> Any:
@@ -231,36 +191,6 @@ def _parse_json(body: bytes) -> Any:
         return json.loads(body.decode(settings.DEFAULT_CHARSET), parse_constant=refuse)
     except ValueError as exc:
         raise drf_exceptions.ParseError(f"JSON parse error - {exc}") from exc
-
-
-def _token_user(key: str) -> TokenUser:
-    """DRF's TokenAuthentication in one query: the same failures, the same messages."""
-    row = _token_row(key)
-    if row is None:
-        raise drf_exceptions.AuthenticationFailed("Invalid token.")
-    user_id, is_active, is_superuser = row
-    if not is_active:
-        raise drf_exceptions.AuthenticationFailed("User inactive or deleted.")
-    return TokenUser(pk=user_id, is_superuser=bool(is_superuser))
-
-
-def _token_row(key: str) -> tuple | None:
-    with hot_cursor() as cursor:
-        cursor.execute(_token_sql(connection.vendor), [key])
-        return cursor.fetchone()
-
-
-@functools.cache
-def _token_sql(vendor: str) -> str:
-    from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
-
-    q = connection.ops.quote_name
-    user = get_user_model()._meta
-    return (
-        f"SELECT u.{q(user.pk.column)}, u.{q('is_active')}, u.{q('is_superuser')} FROM {q(Token._meta.db_table)} t "
-        f"JOIN {q(user.db_table)} u ON u.{q(user.pk.column)} = t.{q('user_id')} WHERE t.{q('key')} = %s"
-    )
 
 
 def _error(exc: Exception) -> tuple[int, Any, list]:

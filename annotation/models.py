@@ -61,6 +61,10 @@ class Campaign(models.Model):
     wanted_judgments = models.PositiveIntegerField(
         default=0, help_text="Judgments wanted over all regular (non-gold) items; kept by imports."
     )
+    announce_judgments = models.BooleanField(
+        default=False,
+        help_text="Announce each stored judgment to the apps that listen (annotation.hooks); kept by them.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="campaigns_created"
     )

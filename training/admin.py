@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from training.models import TrainingLogLine, TrainingMetric, TrainingRule, TrainingRun
+from training.rules import training_rules_announce_sync
 
 
 class TrainingMetricInline(admin.TabularInline):
@@ -82,3 +83,20 @@ class TrainingRuleAdmin(admin.ModelAdmin):
     list_filter = ["kind", "is_active"]
     raw_id_fields = ["campaign", "created_by"]
     readonly_fields = ["last_fired_count", "last_error", "created_at"]
+
+    # A rule changed here, as in training.rules, keeps its campaign's `announce_judgments` flag.
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "campaign" in form.changed_data:
+            training_rules_announce_sync(campaign_id=form.initial["campaign"])
+        training_rules_announce_sync(campaign_id=obj.campaign_id)
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        training_rules_announce_sync(campaign_id=obj.campaign_id)
+
+    def delete_queryset(self, request, queryset):
+        campaign_ids = set(queryset.values_list("campaign_id", flat=True))
+        super().delete_queryset(request, queryset)
+        for campaign_id in campaign_ids:
+            training_rules_announce_sync(campaign_id=campaign_id)

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Exists
 
 from annotation.errors import ApplicationError, ForbiddenError, field_error
 from annotation.models import Campaign, Dataset, Role
@@ -56,6 +57,19 @@ def _dataset_params_clean(method: Any, params: Any) -> dict[str, Any]:
     except ApplicationError as exc:
         field, _, detail = exc.message.partition(": ")
         raise field_error(f"dataset_{field}", detail) from exc
+
+
+def training_rules_announce_sync(*, campaign_id: int) -> None:
+    """Set the campaign's `announce_judgments` flag exactly while it has an active every-N rule.
+
+    Serving announces a judgment (annotation.hooks) only where the flag is set, and reads it
+    in the statement that locks the assignment; run this in the transaction that changes a
+    rule's kind, activity or existence.
+    """
+    every_n = TrainingRule.objects.filter(
+        campaign_id=campaign_id, kind=TrainingRule.Kind.EVERY_N_JUDGMENTS, is_active=True
+    )
+    Campaign.objects.filter(pk=campaign_id).update(announce_judgments=Exists(every_n))
 
 
 def _state(rule: TrainingRule) -> dict[str, Any]:
@@ -110,6 +124,7 @@ def training_rule_create(
     )
     rule.full_clean()
     rule.save()
+    training_rules_announce_sync(campaign_id=campaign.pk)
     audit_record(
         actor=created_by,
         campaign=campaign,
@@ -167,6 +182,7 @@ def training_rule_update(
     rule.dataset_method, rule.dataset_params = method, params
     rule.full_clean()
     rule.save()
+    training_rules_announce_sync(campaign_id=rule.campaign_id)
     old, new = audit_changes(before, _state(rule))
     if new:
         action = "training_rule.update"
@@ -196,3 +212,4 @@ def training_rule_delete(*, rule: TrainingRule, actor: AbstractBaseUser) -> None
         before=_state(rule),
     )
     rule.delete()
+    training_rules_announce_sync(campaign_id=rule.campaign_id)

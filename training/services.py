@@ -325,25 +325,22 @@ def _recover_one(run_id: int, cutoff: datetime) -> TrainingRun | None:
 
 
 def training_rules_after_judgment(*, campaign_id: int) -> None:
-    """Fire the campaign's every-N-judgments rules after commit; the caller knows it has some.
+    """Fire the campaign's every-N-judgments rules; run after a judgment commits.
 
-    The serving hot path reads whether the campaign has such rules in the statement that locks
-    the assignment, so a campaign without rules pays nothing more.
+    Registered as annotation's `judgment_recorded` hook (training.apps). Annotation announces
+    judgments only for a campaign whose `announce_judgments` flag is set, and
+    `training.rules` keeps that flag set exactly while the campaign has an active every-N rule.
     """
-    transaction.on_commit(
-        lambda: training_rules_fire(campaign_id=campaign_id, kind=TrainingRule.Kind.EVERY_N_JUDGMENTS)
-    )
+    training_rules_fire(campaign_id=campaign_id, kind=TrainingRule.Kind.EVERY_N_JUDGMENTS)
 
 
 def training_rules_on_close(*, campaign_id: int) -> None:
-    """Fire the campaign's on-close rules after the closing transaction commits."""
+    """Fire the campaign's on-close rules; run after the closing commits (the `campaign_closed` hook)."""
     if not TrainingRule.objects.filter(
         campaign_id=campaign_id, kind=TrainingRule.Kind.ON_CLOSE, is_active=True
     ).exists():
         return
-    transaction.on_commit(
-        lambda: training_rules_fire(campaign_id=campaign_id, kind=TrainingRule.Kind.ON_CLOSE)
-    )
+    training_rules_fire(campaign_id=campaign_id, kind=TrainingRule.Kind.ON_CLOSE)
 
 
 def training_rules_fire(

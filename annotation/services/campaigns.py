@@ -18,7 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, F, Max, Q
 
-from annotation import events
+from annotation import events, hooks
 from annotation.core.judging import CriteriaError, validate_criteria
 from annotation.errors import ApplicationError, ConflictError, ForbiddenError, field_error
 from annotation.models import (
@@ -38,7 +38,6 @@ from annotation.models import (
 from annotation.selectors import membership_role, user_role
 from annotation.services.audit import audit_changes, audit_record
 from annotation.services.imports import RESPONSES_PER_ITEM
-from training.services import training_rules_on_close
 
 # Which campaign roles a user may hold, given their global role.
 _ALLOWED_MEMBERSHIP = {
@@ -172,7 +171,7 @@ def campaign_set_status(*, campaign: Campaign, status: str, actor: AbstractBaseU
         before={"status": before}, after={"status": status},
     )
     if status == Campaign.Status.CLOSED:
-        training_rules_on_close(campaign_id=campaign.pk)  # after commit; nothing to do without rules
+        hooks.campaign_closed(campaign_id=campaign.pk)  # its receivers run after commit
     events.campaign_changed(campaign_id=campaign.pk)
     return campaign
 

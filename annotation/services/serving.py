@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,8 +23,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
+from rest_framework import exceptions as drf_exceptions
 
-from annotation import events
+from annotation import events, hooks
 from annotation.core.importing import MAX_RESPONSES
 from annotation.core.judging import AnswerError, PairwiseOptions, validate_answer, validate_criteria
 from annotation.errors import ConflictError, ForbiddenError, NotFoundError, field_error
@@ -43,22 +44,20 @@ from annotation.models import (
 from annotation.models import Response as ResponseModel
 from annotation.selectors import judging_progress
 from annotation.services import statistics
-from training.models import TrainingRule
-from training.services import training_rules_after_judgment
-
-_EXPIRE_BATCH = 200
+from annotation.sql import EXPIRE_BATCH, has_room, sql_values
 
 
 def _skip_locked() -> bool:
     return connection.features.has_select_for_update_skip_locked
 
 
-def leases_expire(*, campaign_id: int, now: datetime | None = None, limit: int = _EXPIRE_BATCH) -> int:
+def leases_expire(*, campaign_id: int, now: datetime | None = None, limit: int = EXPIRE_BATCH) -> int:
     """Return expired leases of the campaign to the pool; return how many were expired.
 
     Never waits on a row another transaction holds: on PostgreSQL both the leases and their
     items are taken with SKIP LOCKED (items in id order), so expiry cannot deadlock with a
     submit or another expirer; a lease whose item is busy is expired on a later pass.
+    On PostgreSQL `arbiter_next` does the same when `next` finds nothing open.
     """
     now = now or timezone.now()
     leases = Assignment.objects.filter(
@@ -158,12 +157,13 @@ def _statements(vendor: str) -> dict[str, str]:
     t = {
         m.__name__: q(m._meta.db_table)
         for m in (Assignment, Campaign, CampaignCounter, Item, ItemResponse, Judgment, Membership, Prompt,
-                  ResponseModel, TrainingRule)
+                  ResponseModel)
     }
+    v = sql_values()
     lock = " FOR UPDATE OF m" if vendor == "postgresql" else ""
     open_item = (
         f"SELECT i.id FROM {t['Item']} i WHERE i.campaign_id = %s AND i.is_gold IN (%s)"
-        " AND i.judgment_count < i.target - i.lease_count"
+        f" AND {has_room('i')}"
         f" AND NOT EXISTS (SELECT 1 FROM {t['Assignment']} a WHERE a.item_id = i.id AND a.annotator_id = %s)"
         " ORDER BY i.judgment_count DESC, i.priority DESC, i.random_key ASC LIMIT 1"
     )
@@ -172,7 +172,7 @@ def _statements(vendor: str) -> dict[str, str]:
         lease_item = (
             f"WITH cand AS ({open_item} FOR UPDATE OF i SKIP LOCKED) "
             f"UPDATE {t['Item']} SET lease_count = {t['Item']}.lease_count + 1 FROM cand "
-            f"WHERE {t['Item']}.id = cand.id AND {t['Item']}.judgment_count < {t['Item']}.target - {t['Item']}.lease_count "
+            f"WHERE {t['Item']}.id = cand.id AND {has_room(t['Item'])} "
             f"RETURNING {t['Item']}.id, {t['Item']}.prompt_id, "
             # What the page shows, in the same round trip.
             f"(SELECT p.messages FROM {t['Prompt']} p WHERE p.id = {t['Item']}.prompt_id), "
@@ -183,13 +183,12 @@ def _statements(vendor: str) -> dict[str, str]:
     else:  # SQLite: the transaction holds the write lock from BEGIN (IMMEDIATE)
         lease_item = (
             f"UPDATE {t['Item']} SET lease_count = lease_count + 1 WHERE id = ({open_item}) "
-            "AND judgment_count < target - lease_count RETURNING id, prompt_id"
+            f"AND {has_room()} RETURNING id, prompt_id"
         )
     own_columns = (
         "SELECT a.status, a.item_id, a.display_order, a.campaign_id, c.status, c.kind, c.allow_ties, "
         "c.allow_both_bad, c.use_strength, c.require_rationale, c.allow_editing, c.criteria, c.version, "
-        f"i.is_gold, i.gold, EXISTS (SELECT 1 FROM {t['TrainingRule']} r WHERE r.campaign_id = a.campaign_id "
-        f"AND r.kind = '{TrainingRule.Kind.EVERY_N_JUDGMENTS}' AND r.is_active)"
+        "i.is_gold, i.gold, c.announce_judgments"
     )
     own_from = (
         f"FROM {t['Assignment']} a JOIN {t['Campaign']} c ON c.id = a.campaign_id JOIN {t['Item']} i ON i.id = a.item_id"
@@ -210,7 +209,7 @@ def _statements(vendor: str) -> dict[str, str]:
             f"SELECT who.id, who.is_active, who.is_superuser, own.* FROM who LEFT JOIN LATERAL "
             f"({own_columns} {own_from} WHERE a.id = %s AND a.annotator_id = who.id{lock_a}) own ON true"
         )
-        # `next` in one call of the function that migration 0005 installs.
+        # `next` in one call of `arbiter_next` (annotation/sql/next.sql, installed by the migrations).
         statements["next_call"] = (
             "SELECT * FROM arbiter_next(%s::bigint, %s::text, %s::integer, %s::timestamptz, %s::float8, %s::float8[])"
         )
@@ -220,16 +219,16 @@ def _statements(vendor: str) -> dict[str, str]:
         statements["record"] = (
             f"WITH it AS (UPDATE {t['Item']} SET judgment_count = judgment_count + 1, "
             "lease_count = lease_count - %(held_n)s "
-            "WHERE id = %(item)s AND (%(held)s OR judgment_count < target - lease_count) "
+            f"WHERE id = %(item)s AND (%(held)s OR {has_room()}) "
             "RETURNING judgment_count >= target AS complete), "
             f"mem AS (UPDATE {t['Membership']} SET judged = judged + 1, gold_judged = gold_judged + %(scored)s, "
             "gold_correct = gold_correct + %(correct)s WHERE campaign_id = %(campaign)s "
-            f"AND user_id = %(annotator)s AND is_active AND role IN ('{Role.ANNOTATOR}', '{Role.MANAGER}') "
+            f"AND user_id = %(annotator)s AND is_active AND role IN ({v['role_annotator']}, {v['role_manager']}) "
             "RETURNING 1), "
             f"cnt AS (UPDATE {t['CampaignCounter']} SET judgments = judgments + 1, "
             "items_complete = items_complete + COALESCE((SELECT complete::int FROM it), 0) "
             "WHERE campaign_id = %(campaign)s AND shard = %(shard)s AND %(counted)s RETURNING 1), "
-            f"asg AS (UPDATE {t['Assignment']} SET status = '{Assignment.Status.SUBMITTED}', "
+            f"asg AS (UPDATE {t['Assignment']} SET status = {v['assignment_submitted']}, "
             "completed_at = %(created_at)s WHERE id = %(assignment)s RETURNING 1), "
             f"jud AS (INSERT INTO {t['Judgment']} ({columns}) VALUES ({marks}) RETURNING id) "
             "SELECT (SELECT complete FROM it), (SELECT count(*) FROM mem), (SELECT id FROM jud)"
@@ -245,7 +244,7 @@ def _statements(vendor: str) -> dict[str, str]:
         ),
         "open_lease": (
             f"SELECT id, item_id, display_order, leased_at, expires_at FROM {t['Assignment']} "
-            "WHERE campaign_id = %s AND annotator_id = %s AND status = 'leased' AND expires_at > %s "
+            f"WHERE campaign_id = %s AND annotator_id = %s AND status = {v['assignment_leased']} AND expires_at > %s "
             "ORDER BY leased_at LIMIT 1"
         ),
         "lease_item": lease_item,
@@ -267,7 +266,7 @@ def _statements(vendor: str) -> dict[str, str]:
         ),
         "count_free": (
             f"UPDATE {t['Item']} SET judgment_count = judgment_count + 1 "
-            "WHERE id = %s AND judgment_count < target - lease_count RETURNING judgment_count >= target"
+            f"WHERE id = %s AND {has_room()} RETURNING judgment_count >= target"
         ),
         "counter": (
             f"UPDATE {t['CampaignCounter']} SET judgments = judgments + 1, items_complete = items_complete + %s "
@@ -278,11 +277,13 @@ def _statements(vendor: str) -> dict[str, str]:
         "member_count": (
             f"UPDATE {t['Membership']} SET judged = judged + 1, gold_judged = gold_judged + %s, "
             "gold_correct = gold_correct + %s WHERE campaign_id = %s AND user_id = %s AND is_active "
-            f"AND role IN ('{Role.ANNOTATOR}', '{Role.MANAGER}')"
+            f"AND role IN ({v['role_annotator']}, {v['role_manager']})"
         ),
         "submitted": (
-            f"UPDATE {t['Assignment']} SET status = '{Assignment.Status.SUBMITTED}', completed_at = %s WHERE id = %s"
+            f"UPDATE {t['Assignment']} SET status = {v['assignment_submitted']}, completed_at = %s WHERE id = %s"
         ),
+        # The heartbeat takes a lapsed lease's place again while the item has room.
+        "retake": f"UPDATE {t['Item']} SET lease_count = lease_count + 1 WHERE id = %s AND {has_room()}",
     }
 
 
@@ -362,18 +363,36 @@ def lease_next(*, campaign_id: int, annotator: Judge) -> NextResult:
 
     Order: items closest to completion first, then higher priority, then a fixed random key.
     `assignment` is None when nothing is left for them. `progress` is their progress line.
-    On PostgreSQL this is one call of `arbiter_next`; the step-by-step transaction below
-    decides the rare cases it hands back.
+    On PostgreSQL this is one call of `arbiter_next` (annotation/sql/next.sql), which answers
+    every case; SQLite runs the same steps as a transaction of single statements.
     """
     if connection.vendor == "postgresql":
-        return next_from_call(next_call(campaign_id, user_id=annotator.pk), campaign_id, annotator)
+        return next_from_call(next_call(campaign_id, user_id=annotator.pk), campaign_id)
     return lease_next_steps(campaign_id=campaign_id, annotator=annotator)
 
 
-class NextCall(NamedTuple):
-    """The row `arbiter_next` answers (migration 0005)."""
+def next_for(*, campaign_id: int, annotator: Judge | None = None, token: str | None = None) -> NextResult:
+    """`next` for the API: for the user DRF authenticated, or for an API token (the hot path).
 
-    kind: str  # leased, reopened, capped, refused, no_member, empty, bad_token, inactive
+    A token is checked as DRF's TokenAuthentication checks it, with the same failures; on
+    PostgreSQL inside the one call of `arbiter_next`.
+    """
+    if token is None:
+        return lease_next(campaign_id=campaign_id, annotator=annotator)
+    if connection.vendor != "postgresql":
+        return lease_next_steps(campaign_id=campaign_id, annotator=token_user(token))
+    row = next_call(campaign_id, token=token)
+    if row.kind == "bad_token":
+        raise drf_exceptions.AuthenticationFailed("Invalid token.")
+    if row.kind == "inactive":
+        raise drf_exceptions.AuthenticationFailed("User inactive or deleted.")
+    return next_from_call(row, campaign_id)
+
+
+class NextCall(NamedTuple):
+    """The row `arbiter_next` answers (annotation/sql/next.sql, which lists the kinds)."""
+
+    kind: str  # leased, reopened, empty, capped, refused, no_member, bad_token, inactive
     user: int | None
     superuser: bool | None
     role: str | None
@@ -406,17 +425,16 @@ def next_call(campaign_id: int, *, user_id: int | None = None, token: str | None
         return NextCall(*cursor.fetchone())
 
 
-def next_from_call(row: NextCall, campaign_id: int, annotator: Judge) -> NextResult:
-    """The `next` answer from `arbiter_next`'s row. Where the step-by-step path must decide (no
-    membership: a superuser may judge; nothing open: lapsed leases may hold the last places), it
-    runs that path."""
-    if row.kind in ("no_member", "empty"):
-        return lease_next_steps(campaign_id=campaign_id, annotator=annotator)
-    progress = {"done": row.done or 0, "total": row.wanted or 0, "mine": row.judged}
+def next_from_call(row: NextCall, campaign_id: int) -> NextResult:
+    """The `next` answer, or its error, from `arbiter_next`'s row for an authenticated caller."""
+    if row.kind == "no_member":  # a non-member learns nothing about the campaign
+        raise NotFoundError("Campaign not found.", extra={"campaign_id": campaign_id})
+    progress = {"done": row.done or 0, "total": row.wanted or 0, "mine": row.judged or 0}
     if row.kind == "refused":
-        _check_member(row.role, bool(row.active))
+        if row.role is not None:  # a member (a superuser without one is refused for the status only)
+            _check_member(row.role, bool(row.active))
         raise ConflictError(f"This campaign is {row.status}; nothing is being served.")
-    if row.kind == "capped":
+    if row.kind in ("capped", "empty"):
         return NextResult(None, None, progress)
     if row.kind == "leased":
         events.campaign_changed(campaign_id=campaign_id)
@@ -426,7 +444,7 @@ def next_from_call(row: NextCall, campaign_id: int, annotator: Judge) -> NextRes
     order = _json(row.order)
     content = {rid: text for rid, text in _json(row.responses) or []}
     assignment = _assignment(
-        id=row.assignment, campaign_id=campaign_id, item_id=row.item, annotator_id=annotator.pk,
+        id=row.assignment, campaign_id=campaign_id, item_id=row.item, annotator_id=row.user,
         status=Assignment.Status.LEASED, display_order=order, leased_at=row.leased, expires_at=row.expires,
     )
     return NextResult(assignment, Shown(_json(row.messages) or [], [(rid, content[rid]) for rid in order]), progress)
@@ -434,7 +452,7 @@ def next_from_call(row: NextCall, campaign_id: int, annotator: Judge) -> NextRes
 
 @transaction.atomic
 def lease_next_steps(*, campaign_id: int, annotator: Judge) -> NextResult:
-    """`lease_next` as a transaction of single statements (SQLite, and PostgreSQL's rare cases)."""
+    """`lease_next` as a transaction of single statements (SQLite; PostgreSQL runs `arbiter_next`)."""
     sql = _sql()
     now = timezone.now()
     with hot_cursor() as cursor:
@@ -583,7 +601,7 @@ class _Submission:
     values: dict[str, Any]
     held: bool  # an open lease (not an expired one)
     is_gold: bool
-    has_rules: bool
+    announce: bool  # the campaign announces its judgments (annotation.hooks)
 
 
 def _checked_submission(row: tuple | None, assignment_id: int, annotator: Judge,
@@ -593,7 +611,7 @@ def _checked_submission(row: tuple | None, assignment_id: int, annotator: Judge,
     if row is None:
         raise NotFoundError("Assignment not found.", extra={"assignment_id": assignment_id})
     (a_status, item_id, order, campaign_id, c_status, kind, allow_ties, allow_both_bad, use_strength,
-     require_rationale, allow_editing, criteria, version, is_gold, gold, has_rules) = row
+     require_rationale, allow_editing, criteria, version, is_gold, gold, announce) = row
     if a_status == Assignment.Status.SUBMITTED:
         return Judgment.objects.get(assignment_id=assignment_id, supersedes__isnull=True), False
     if a_status == Assignment.Status.SKIPPED:
@@ -636,14 +654,14 @@ def _checked_submission(row: tuple | None, assignment_id: int, annotator: Judge,
         "created_at": timezone.now(),
     }
     return _Submission(values, held=a_status == Assignment.Status.LEASED, is_gold=bool(is_gold),
-                       has_rules=bool(has_rules))
+                       announce=bool(announce))
 
 
 def _stored(sub: _Submission) -> Judgment:
-    """After a judgment is stored: training rules, the live pages, and the Judgment (no query)."""
+    """After a judgment is stored: the hooks, the live pages, and the Judgment (no query)."""
     v = sub.values
-    if sub.has_rules:
-        training_rules_after_judgment(campaign_id=v["campaign"])
+    if sub.announce:
+        hooks.judgment_recorded(campaign_id=v["campaign"])
     events.campaign_changed(campaign_id=v["campaign"])
     judgment = Judgment(
         campaign_id=v["campaign"], item_id=v["item"], assignment_id=v["assignment"], annotator_id=v["annotator"],
@@ -732,6 +750,68 @@ def judgment_submit_locked(row: tuple | None, *, assignment_id: int, annotator: 
     return judgment, True
 
 
+def submit_for(
+    *, assignment_id: int, answer: Callable[[], dict], annotator: Judge | None = None, token: str | None = None
+) -> tuple[int, Judgment]:
+    """`submit` for the API: (201 for a new judgment or 200 for a repeated submit, the judgment).
+
+    For the user DRF authenticated, or for an API token (the hot path), checked as DRF's
+    TokenAuthentication checks it. `answer()` returns the validated body; it is called in DRF's
+    order, after authentication and before the assignment is looked at. On PostgreSQL one
+    statement checks a token and locks the assignment.
+    """
+    if token is not None and connection.vendor == "postgresql":
+        with transaction.atomic():
+            found = submission_for_token(assignment_id=assignment_id, token=token)
+            if found is None:
+                raise drf_exceptions.AuthenticationFailed("Invalid token.")
+            user_id, is_active, is_superuser, row = found
+            if not is_active:
+                raise drf_exceptions.AuthenticationFailed("User inactive or deleted.")
+            user = TokenUser(pk=user_id, is_superuser=is_superuser)
+            judgment, created = judgment_submit_locked(
+                row, assignment_id=assignment_id, annotator=user, answer=answer()
+            )
+    else:
+        user = annotator if token is None else token_user(token)
+        judgment, created = judgment_submit(assignment_id=assignment_id, annotator=user, answer=answer())
+    return (201 if created else 200), judgment
+
+
+@dataclass(frozen=True)
+class TokenUser:
+    """A caller known by an API token, as the services need them (a Judge)."""
+
+    pk: int
+    is_superuser: bool
+
+
+def token_user(key: str) -> TokenUser:
+    """DRF's TokenAuthentication in one query: the same failures, the same messages."""
+    with hot_cursor() as cursor:
+        cursor.execute(_token_sql(connection.vendor), [key])
+        row = cursor.fetchone()
+    if row is None:
+        raise drf_exceptions.AuthenticationFailed("Invalid token.")
+    user_id, is_active, is_superuser = row
+    if not is_active:
+        raise drf_exceptions.AuthenticationFailed("User inactive or deleted.")
+    return TokenUser(pk=user_id, is_superuser=bool(is_superuser))
+
+
+@functools.cache
+def _token_sql(vendor: str) -> str:
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    q = connection.ops.quote_name
+    user = get_user_model()._meta
+    return (
+        f"SELECT u.{q(user.pk.column)}, u.{q('is_active')}, u.{q('is_superuser')} FROM {q(Token._meta.db_table)} t "
+        f"JOIN {q(user.db_table)} u ON u.{q(user.pk.column)} = t.{q('user_id')} WHERE t.{q('key')} = %s"
+    )
+
+
 @functools.lru_cache(maxsize=256)
 def _criteria_cached(kind: str, criteria_json: str) -> tuple:
     return tuple(validate_criteria(kind, json.loads(criteria_json)))
@@ -754,9 +834,10 @@ def assignment_extend(*, assignment_id: int, annotator: AbstractBaseUser) -> Ass
     _judge_membership(assignment.campaign_id, annotator)
     now = timezone.now()
     if assignment.status == Assignment.Status.EXPIRED:
-        if not Item.objects.filter(
-            pk=assignment.item_id, judgment_count__lt=F("target") - F("lease_count")
-        ).update(lease_count=F("lease_count") + 1):
+        with connection.cursor() as cursor:
+            cursor.execute(_sql()["retake"], [assignment.item_id])
+            retaken = cursor.rowcount > 0
+        if not retaken:
             raise ConflictError(
                 "Your lease on this item expired and the item went to someone else. Load the next item.",
                 extra={"assignment_id": assignment.pk},

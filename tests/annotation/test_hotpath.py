@@ -215,8 +215,7 @@ def test_an_unexpected_failure_is_a_json_500_and_stores_nothing(campaign, annota
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(hotpath, "lease_next", broken)  # SQLite's way
-    monkeypatch.setattr(hotpath, "next_call", broken)  # PostgreSQL's way
+    monkeypatch.setattr(hotpath, "next_for", broken)
     status, headers, body = post(hot_path, next_path(campaign.pk), token=token_of(annotator))
     assert status == 500
     assert json.loads(body) == {"message": "Server error.", "extra": {}}

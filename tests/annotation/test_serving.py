@@ -431,3 +431,38 @@ def test_arbiter_next_display_order_is_a_uniform_shuffle(postgresql_only, make_c
     first_shown = [Assignment.objects.get(pk=row.assignment).display_order[0] for row in firsts]
     share = first_shown.count(first_shown[0]) / len(first_shown)
     assert 0.2 < share < 0.8  # 60 fair coin flips: outside this with probability < 1e-5
+
+
+def test_arbiter_next_answers_a_superuser_and_lapsed_leases_itself(
+    postgresql_only, make_campaign, make_user, annotator, annotator2, monkeypatch
+):
+    """PostgreSQL answers every `next` in the function: a superuser without a membership, and
+    nothing open while lapsed leases hold the last places; the step-by-step path is not run."""
+    from annotation.services import serving
+
+    def steps(**kwargs):
+        raise AssertionError("the step-by-step path serves SQLite only")
+
+    monkeypatch.setattr(serving, "lease_next_steps", steps)
+    root = make_user("root", None)
+    root.is_superuser = True
+    root.save()
+    campaign = make_campaign(items=1, overlap=1, annotators=[annotator, annotator2])
+
+    row = serving.next_call(campaign.pk, user_id=root.pk)
+    assert (row.kind, row.user, row.role, row.cap, row.judged) == ("leased", root.pk, None, None, 0)
+    taken = Assignment.objects.get(pk=row.assignment)
+    assert taken.annotator_id == root.pk and Item.objects.get(pk=row.item).lease_count == 1
+    assert serving.next_call(campaign.pk, user_id=annotator.pk).kind == "empty"  # the only place is leased
+
+    expire(taken)  # lapsed, not yet swept: `next` returns it to the pool and leases the place
+    result = serving.lease_next(campaign_id=campaign.pk, annotator=annotator)
+    assert result.assignment is not None and result.assignment.item_id == taken.item_id
+    taken.refresh_from_db()
+    assert taken.status == Assignment.Status.EXPIRED
+    assert Item.objects.get(pk=taken.item_id).lease_count == 1
+    assert serving.lease_next(campaign_id=campaign.pk, annotator=annotator2).assignment is None
+
+    campaign_set_status(campaign=campaign, status=Campaign.Status.PAUSED)
+    with pytest.raises(ConflictError, match="This campaign is paused; nothing is being served."):
+        serving.lease_next(campaign_id=campaign.pk, annotator=root)

@@ -11,9 +11,11 @@ from annotation.services.campaigns import campaign_set_status
 from annotation.services.serving import assignment_lease_next, judgment_submit
 from training.execution import training_run_execute
 from training.models import TrainingRule, TrainingRun
-from training.rules import training_rule_create
+from training.rules import training_rule_create, training_rule_delete, training_rule_update
 from training.services import (
+    training_rules_after_judgment,
     training_rules_fire,
+    training_rules_on_close,
     training_run_cancel,
 )
 
@@ -142,22 +144,69 @@ def test_a_rule_that_cannot_start_says_why_and_the_judgment_is_kept(
     assert "is outside the model roots" in rule.last_error and rule.last_fired_count == 0
 
 
-def test_a_campaign_without_rules_schedules_nothing_after_a_judgment(campaign, annotator, monkeypatch):
-    """The submit reads "has rules" in the statement that locks the assignment: nothing more."""
-    from annotation.services import serving
+def test_a_campaign_without_rules_schedules_nothing_after_a_judgment(
+    training_settings, campaign, manager, annotator, tiny_models, monkeypatch
+):
+    """The submit reads the campaign's `announce_judgments` flag in the statement that locks the
+    assignment: nothing more without an every-N rule; the rule's service sets the flag."""
+    from annotation import hooks
 
     calls = []
-    monkeypatch.setattr(serving, "training_rules_after_judgment", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(hooks, "judgment_recorded", lambda **kw: calls.append(kw))
     a = assignment_lease_next(campaign_id=campaign.pk, annotator=annotator)
     judgment_submit(assignment_id=a.pk, annotator=annotator,
                     answer={"outcome": "preferred", "preferred_response_id": a.display_order[0], "strength": 2})
     assert calls == []
-    TrainingRule.objects.create(campaign=campaign, kind=TrainingRule.Kind.EVERY_N_JUDGMENTS, n=100,
-                                created_by=campaign.created_by, is_active=True)
+    _rule(campaign, manager, tiny_models, n=100)
     a = assignment_lease_next(campaign_id=campaign.pk, annotator=annotator)
     judgment_submit(assignment_id=a.pk, annotator=annotator,
                     answer={"outcome": "preferred", "preferred_response_id": a.display_order[0], "strength": 2})
     assert calls == [{"campaign_id": campaign.pk}]
+
+
+def test_training_listens_through_annotation_hooks():
+    """Annotation imports nothing from training: training registers its triggers in ready()."""
+    from annotation import hooks
+
+    assert training_rules_after_judgment in hooks._judgment_recorded
+    assert training_rules_on_close in hooks._campaign_closed
+
+
+def test_the_campaign_announces_judgments_exactly_while_it_has_an_active_every_n_rule(
+    training_settings, campaign, manager, tiny_models
+):
+    def announces() -> bool:
+        return Campaign.objects.values_list("announce_judgments", flat=True).get(pk=campaign.pk)
+
+    assert not announces()
+    on_close = _rule(campaign, manager, tiny_models, kind="on_close", n=None)
+    assert not announces()
+    every_n = _rule(campaign, manager, tiny_models)
+    assert announces()
+    training_rule_update(rule=every_n, actor=manager, is_active=False)
+    assert not announces()
+    training_rule_update(rule=every_n, actor=manager, is_active=True)
+    assert announces()
+    training_rule_update(rule=every_n, actor=manager, kind="on_close")
+    assert not announces()
+    training_rule_update(rule=on_close, actor=manager, kind="every_n_judgments", n=5)
+    assert announces()
+    training_rule_delete(rule=on_close, actor=manager)
+    assert not announces()
+
+
+def test_the_migration_sets_the_flag_for_existing_active_every_n_rules(campaign, make_campaign, manager):
+    import importlib
+
+    from django.apps import apps
+
+    other = make_campaign(name="Other")
+    for c, kind, active in ((campaign, "every_n_judgments", True), (other, "every_n_judgments", False),
+                            (other, "on_close", True)):
+        TrainingRule.objects.create(campaign=c, kind=kind, n=3, created_by=manager, is_active=active)
+    importlib.import_module("training.migrations.0002_campaign_announce_judgments").set_flags(apps, None)
+    flags = dict(Campaign.objects.values_list("pk", "announce_judgments"))
+    assert flags == {campaign.pk: True, other.pk: False}
 
 
 @pytest.mark.parametrize(
