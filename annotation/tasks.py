@@ -30,7 +30,7 @@ def generate_round(campaign_id: int, created_by_id: int, request: dict) -> int:
     """
     from django.contrib.auth import get_user_model
 
-    from annotation.services.rounds import RoundRequest, round_generate
+    from training.rounds.services import RoundRequest, round_generate
 
     campaign = Campaign.objects.get(pk=campaign_id)
     created_by = get_user_model().objects.get(pk=created_by_id)

@@ -341,11 +341,11 @@ def run(args: argparse.Namespace) -> list[RoundReport]:
     from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
     from annotation.services.datasets import dataset_build, dataset_create
     from annotation.services.imports import items_import
-    from annotation.services.rounds import Candidate, PromptCandidates, round_create
     from training.config import RewardModelConfig
     from training.generation import generate_responses
     from training.ppo import PPOConfig, train_ppo
     from training.reward import train_reward_model
+    from training.rounds.services import Candidate, PromptCandidates, round_create
     from training.scoring import load_scorer
     from training.tiny import build_tiny_models
 

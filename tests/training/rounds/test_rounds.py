@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from annotation.errors import ApplicationError, ConflictError, ForbiddenError
 from annotation.models import AuditEntry, Campaign, Item, Membership, Prompt, Response, Role
-from annotation.services.rounds import (
+from training.rounds.services import (
     Candidate,
     PromptCandidates,
     round_create,

@@ -20,7 +20,8 @@ from django.views.decorators.http import require_http_methods
 
 from annotation.errors import ApplicationError
 from annotation.models import AuditEntry, Campaign, Role
-from annotation.services.rounds import (
+from annotation.views import campaign_page
+from training.rounds.services import (
     FAILED,
     LIMITS,
     OPENED,
@@ -31,7 +32,6 @@ from annotation.services.rounds import (
     round_queue,
     round_request_clean,
 )
-from annotation.views import campaign_page
 
 SESSION_KEY = "round_requests"  # campaign id -> token of the request this browser is following
 
@@ -131,7 +131,7 @@ def campaign_round_new(request: HttpRequest, campaign: Campaign) -> HttpResponse
     rounds = Campaign.objects.filter(parent=campaign, round_number=campaign.round_number + 1).order_by("-created_at")
     return render(
         request,
-        "annotation/round_new.html",
+        "training/round_new.html",
         {
             "campaign": campaign,
             "form": form,
