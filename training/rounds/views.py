@@ -2,7 +2,7 @@
 
 The campaign's managers (and superusers) pick policies — succeeded PPO/DPO runs' models or any
 model folder under ARBITER_MODEL_ROOTS — and the sampling and selection settings. The request is
-checked here, queued for the worker (`annotation.generate_round`), and the page then follows it:
+checked here, queued for the worker (`training.rounds.tasks.generate_round`), and the page then follows it:
 it refreshes while the replies are generated and opens the new round's campaign when it is ready,
 or shows why it failed. Past requests are read from the campaign's audit log.
 """
@@ -21,6 +21,7 @@ from django.views.decorators.http import require_http_methods
 from annotation.errors import ApplicationError
 from annotation.models import AuditEntry, Campaign, Role
 from annotation.views import campaign_page
+from training.models import TrainingRun
 from training.rounds.services import (
     FAILED,
     LIMITS,
@@ -32,6 +33,7 @@ from training.rounds.services import (
     round_queue,
     round_request_clean,
 )
+from training.selectors import base_models_available, training_run_list_for_user
 
 SESSION_KEY = "round_requests"  # campaign id -> token of the request this browser is following
 
@@ -205,9 +207,6 @@ def reward_model_choices(*, user) -> list[tuple[str, str]]:
 
 
 def _run_models(user, *, kinds: tuple[str, ...]) -> list[tuple[str, str]]:
-    from training.models import TrainingRun
-    from training.selectors import training_run_list_for_user
-
     out = []
     runs = training_run_list_for_user(user=user).filter(kind__in=kinds, status=TrainingRun.Status.SUCCEEDED)
     for run in runs[:50]:
@@ -220,8 +219,6 @@ def _run_models(user, *, kinds: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def _folder_models(*, classifiers: bool) -> list[tuple[str, str]]:
-    from training.selectors import base_models_available
-
     # Runs' folders (ARBITER_TRAINING_DIR) are offered run by run above, not checkpoint by checkpoint.
     roots = [Path(r) for r in settings.ARBITER_MODEL_ROOTS]
     out = []
