@@ -20,7 +20,7 @@ from django.views.decorators.http import require_http_methods
 
 from annotation.errors import ApplicationError
 from annotation.models import AuditEntry, Campaign, Role
-from annotation.views import campaign_page
+from annotation.views import apply_service_error, campaign_page
 from training.models import TrainingRun
 from training.rounds.services import (
     FAILED,
@@ -125,7 +125,7 @@ def campaign_round_new(request: HttpRequest, campaign: Campaign) -> HttpResponse
             )
             round_queue(campaign=campaign, request=round_request, created_by=request.user)
         except ApplicationError as exc:
-            _add_errors(form, exc)
+            apply_service_error(exc, form)
         else:
             request.session[SESSION_KEY] = {**request.session.get(SESSION_KEY, {}), str(campaign.pk): round_request.token}
             messages.info(request, "Generating replies in the background; this page opens the new round when it is ready.")
@@ -227,15 +227,6 @@ def _folder_models(*, classifiers: bool) -> list[tuple[str, str]]:
             root = next((r.resolve() for r in roots if path.is_relative_to(r.resolve())), None)
             out.append((str(path), str(path.relative_to(root)) if root and path != root else path.name))
     return out
-
-
-def _add_errors(form: forms.Form, exc: ApplicationError) -> None:
-    fields = exc.extra.get("fields") or {}
-    named = [f for f in fields if f in form.fields]
-    for f in named:
-        form.add_error(f, " ".join(str(m) for m in fields[f]))
-    if not named:
-        form.add_error(None, exc.message)
 
 
 def _stop_following(request: HttpRequest, campaign: Campaign) -> None:
