@@ -32,6 +32,7 @@ from annotation.selectors import (
     campaign_progress,
     dataset_get_for_user,
     dataset_list_for_campaign,
+    excluded_annotator_ids,
 )
 from annotation.services.audit import audit_list_for_campaign
 from annotation.services.campaigns import (
@@ -44,7 +45,6 @@ from annotation.services.campaigns import (
 )
 from annotation.services.datasets import (
     dataset_create,
-    excluded_annotator_ids,
     items_live_consensus,
 )
 from annotation.services.imports import items_import, items_parse

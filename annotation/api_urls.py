@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from annotation import api, api_dashboard, api_rounds
+from annotation import api, api_dashboard
 
 app_name = "api"
 
@@ -24,7 +24,6 @@ urlpatterns = [
     ),
     path("campaigns/<int:campaign_id>/datasets/", api.DatasetListApi.as_view(), name="dataset_list"),
     path("campaigns/<int:campaign_id>/datasets/create/", api.DatasetCreateApi.as_view(), name="dataset_create"),
-    path("campaigns/<int:campaign_id>/rounds/", api_rounds.CampaignRoundCreateApi.as_view(), name="campaign_round_create"),
     path(
         "campaigns/<int:campaign_id>/judgments/export/",
         api.CampaignJudgmentsExportApi.as_view(),

@@ -11,8 +11,6 @@ iterator that pulls a few chunks at a time from the generator in the request's s
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import json
 import os
@@ -28,6 +26,8 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, StreamingHttpResponse
 
 from annotation.models import Campaign, Dataset, DatasetComparison, Judgment, Response
+from annotation.pseudonyms import annotator_pseudonym
+from annotation.selectors import dataset_judgments
 
 FORMATS = ("jsonl", "parquet")
 CONTENT_TYPES = {"jsonl": "application/jsonl", "parquet": "application/vnd.apache.parquet"}
@@ -35,15 +35,6 @@ _DB_CHUNK = 500  # rows fetched per database round trip (bounds the memory of a 
 _JSONL_CHUNK_BYTES = 64 * 1024  # bytes per streamed chunk
 _PARQUET_ROW_GROUP = 5000
 _ASGI_BATCH = 8  # chunks pulled per hop to the sync thread
-
-
-def annotator_pseudonym(user_id: int) -> str:
-    """Return the annotator's stable pseudonymous id: an HMAC of the user id keyed by SECRET_KEY.
-
-    Stable across datasets and exports of this installation; not reversible without the key.
-    """
-    digest = hmac.new(settings.SECRET_KEY.encode(), f"arbiter.annotator:{user_id}".encode(), hashlib.sha256)
-    return "a_" + digest.hexdigest()[:16]
 
 
 def _assistant(text: str) -> list[dict[str, str]]:
@@ -74,7 +65,7 @@ def _preference_pairs(dataset: Dataset) -> Iterator[tuple[Any, str, str, float]]
 
 def _rewrites(dataset: Dataset) -> Iterator[tuple[Any, str, str]]:
     """(prompt, rewrite, the reply it rewrote) for each rewrite among the dataset's judgments."""
-    qs = _dataset_judgments(dataset).filter(item__is_gold=False).exclude(edited_response="")
+    qs = dataset_judgments(dataset=dataset).filter(item__is_gold=False).exclude(edited_response="")
     rows = qs.values_list("item__prompt__messages", "edited_response", "answer", "preferred_response_id")
     batch: list[tuple] = []
     for row in itertools.chain(rows.iterator(chunk_size=_DB_CHUNK), [None]):
@@ -147,15 +138,9 @@ def comparison_rows(dataset: Dataset) -> Iterator[dict]:
                "confidence": confidence, "n_judgments": n}
 
 
-def _dataset_judgments(dataset: Dataset):
-    from annotation.services.datasets import dataset_judgments
-
-    return dataset_judgments(dataset)
-
-
 def sft_rows(dataset: Dataset) -> Iterator[dict]:
     """SFT from rewrites: the conversation plus the annotator's edited reply, one row per edit."""
-    qs = _dataset_judgments(dataset).filter(item__is_gold=False).exclude(edited_response="")
+    qs = dataset_judgments(dataset=dataset).filter(item__is_gold=False).exclude(edited_response="")
     for messages, edited in qs.values_list("item__prompt__messages", "edited_response").iterator(chunk_size=_DB_CHUNK):
         yield {"messages": _messages(messages) + _assistant(edited)}
 
@@ -190,7 +175,7 @@ def judgment_rows(judgments) -> Iterator[dict]:
 
 def dataset_judgment_rows(dataset: Dataset) -> Iterator[dict]:
     """The judgments the dataset was built from (current at its snapshot), gold checks included."""
-    return judgment_rows(_dataset_judgments(dataset))
+    return judgment_rows(dataset_judgments(dataset=dataset))
 
 
 def campaign_judgment_rows(campaign: Campaign) -> Iterator[dict]:

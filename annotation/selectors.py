@@ -15,6 +15,7 @@ from annotation.models import (
     Membership,
     Role,
 )
+from annotation.pseudonyms import annotator_pseudonym
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -178,3 +179,36 @@ def dataset_get_for_user(
 def dataset_list_for_campaign(*, campaign: Campaign) -> QuerySet[Dataset]:
     """Return the campaign's datasets, newest version first (the caller has authorized the campaign)."""
     return Dataset.objects.filter(campaign=campaign).select_related("created_by").order_by("-version")
+
+
+# --- the judgments a dataset snapshot reads ---------------------------------------------------------
+
+
+def snapshot_judgments(*, campaign_id: int, last_judgment_id: int | None) -> QuerySet[Judgment]:
+    """Return the judgments a snapshot taken at `last_judgment_id` reads: current ones at that point.
+
+    A judgment is current if no judgment up to `last_judgment_id` supersedes it; corrections made
+    later do not change an existing dataset.
+    """
+    if last_judgment_id is None:
+        return Judgment.objects.none()
+    return (
+        Judgment.objects.filter(campaign_id=campaign_id, pk__lte=last_judgment_id)
+        .exclude(superseded_by__pk__lte=last_judgment_id)
+        .order_by("pk")
+    )
+
+
+def excluded_annotator_ids(*, campaign: Campaign) -> set[int]:
+    """Return the ids of the campaign's members whose judgments are left out of aggregation now."""
+    return set(Membership.objects.filter(campaign=campaign, excluded=True).values_list("user_id", flat=True))
+
+
+def dataset_judgments(*, dataset: Dataset) -> QuerySet[Judgment]:
+    """Return the judgments the dataset was built from: current at its snapshot, excluded members left out."""
+    qs = snapshot_judgments(campaign_id=dataset.campaign_id, last_judgment_id=dataset.last_judgment_id)
+    excluded = set((dataset.params or {}).get("excluded_annotators") or [])
+    if not excluded:
+        return qs
+    annotators = qs.values_list("annotator_id", flat=True).distinct().order_by()
+    return qs.exclude(annotator_id__in=[a for a in annotators if annotator_pseudonym(a) in excluded])

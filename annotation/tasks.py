@@ -21,18 +21,3 @@ def build_dataset(dataset_id: int) -> str:
 
     return dataset_build(dataset_id=dataset_id).status
 
-
-@shared_task(name="annotation.generate_round")
-def generate_round(campaign_id: int, created_by_id: int, request: dict) -> int:
-    """Generate replies for the campaign's prompts and open its next round (see `round_generate`).
-
-    Return the new round's campaign id. A failure is recorded in the campaign's audit log and raised.
-    """
-    from django.contrib.auth import get_user_model
-
-    from annotation.services.rounds import RoundRequest, round_generate
-
-    campaign = Campaign.objects.get(pk=campaign_id)
-    created_by = get_user_model().objects.get(pk=created_by_id)
-    result = round_generate(campaign=campaign, request=RoundRequest.from_dict(request), created_by=created_by)
-    return result.campaign.pk

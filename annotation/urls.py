@@ -6,7 +6,6 @@ from annotation import (
     views_manage,
     views_people,
     views_preview,
-    views_rounds,
 )
 
 urlpatterns = [
@@ -20,7 +19,6 @@ urlpatterns = [
     path(
         "campaigns/<int:campaign_id>/dashboard/", views_dashboard.campaign_dashboard_page, name="campaign_dashboard"
     ),
-    path("campaigns/<int:campaign_id>/rounds/new/", views_rounds.campaign_round_new, name="campaign_round_new"),
     path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset_detail"),
     # The manager's console: import confirmation, previews, settings, versions, items, people, audit.
     path("campaigns/<int:campaign_id>/import/confirm/", views.campaign_import_confirm, name="campaign_import_confirm"),

@@ -10,7 +10,7 @@ with a fresh SQLite database, and goes through Arbiter's own code paths:
    Start the real ASGI server (uvicorn, `config.asgi:application`) on a free loopback port.
 1. **Generate** K responses per prompt from the current policy
    (`training.generation.generate_responses`) and open the round's campaign with
-   `annotation.services.rounds.round_create` (random pairs in round 1, the pairs the reward
+   `training.rounds.services.round_create` (random pairs in round 1, the pairs the reward
    model is least sure about afterwards).
 2. **Judge.** Simulated annotators sign in with API tokens and loop `next` → `submit` over
    HTTP. They follow a hidden preference — politeness: polite openers ("Please", "Thank
@@ -341,11 +341,11 @@ def run(args: argparse.Namespace) -> list[RoundReport]:
     from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
     from annotation.services.datasets import dataset_build, dataset_create
     from annotation.services.imports import items_import
-    from annotation.services.rounds import Candidate, PromptCandidates, round_create
     from training.config import RewardModelConfig
     from training.generation import generate_responses
     from training.ppo import PPOConfig, train_ppo
     from training.reward import train_reward_model
+    from training.rounds.services import Candidate, PromptCandidates, round_create
     from training.scoring import load_scorer
     from training.tiny import build_tiny_models
 

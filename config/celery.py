@@ -7,6 +7,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("arbiter")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Each app's tasks module is found by the line above; a package inside an app names its own.
+app.autodiscover_tasks(["training.rounds"])
 
 
 @app.on_after_configure.connect

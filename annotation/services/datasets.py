@@ -8,7 +8,9 @@ leaderboard once. Nothing updates a dataset after that and nothing deletes one.
 The build reads and computes outside any transaction and writes in one short one: on SQLite
 every transaction holds the database's write lock, and judging must not wait on a bootstrap.
 
-The snapshot math itself (`snapshot_*`) is pure and lives in `annotation.core.snapshot`.
+The snapshot math itself (`snapshot_*`) is pure and lives in `annotation.core.snapshot`; the
+judgments a snapshot reads are selected by `annotation.selectors` (`snapshot_judgments`,
+`dataset_judgments`), which the exports read too.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Max, QuerySet
+from django.db.models import Max
 from django.utils import timezone
 
 from annotation.core import aggregation as agg
@@ -40,7 +42,6 @@ from annotation.core.snapshot import (
     snapshot_stats,
 )
 from annotation.errors import ApplicationError, ForbiddenError, field_error
-from annotation.exports import annotator_pseudonym
 from annotation.models import (
     Campaign,
     Dataset,
@@ -48,11 +49,11 @@ from annotation.models import (
     Item,
     ItemResponse,
     Judgment,
-    Membership,
     Response,
     Role,
 )
-from annotation.selectors import membership_role
+from annotation.pseudonyms import annotator_pseudonym
+from annotation.selectors import excluded_annotator_ids, membership_role, snapshot_judgments
 from annotation.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
@@ -191,36 +192,6 @@ def dataset_build(*, dataset_id: int) -> Dataset:
             status=Dataset.Status.FAILED, error=message, finished_at=timezone.now()
         )
     return Dataset.objects.get(pk=dataset_id)
-
-
-def snapshot_judgments(*, campaign_id: int, last_judgment_id: int | None) -> QuerySet[Judgment]:
-    """Return the judgments a snapshot taken at `last_judgment_id` reads: current ones at that point.
-
-    A judgment is current if no judgment up to `last_judgment_id` supersedes it; corrections made
-    later do not change an existing dataset.
-    """
-    if last_judgment_id is None:
-        return Judgment.objects.none()
-    return (
-        Judgment.objects.filter(campaign_id=campaign_id, pk__lte=last_judgment_id)
-        .exclude(superseded_by__pk__lte=last_judgment_id)
-        .order_by("pk")
-    )
-
-
-def excluded_annotator_ids(*, campaign: Campaign) -> set[int]:
-    """Return the ids of the campaign's members whose judgments are left out of aggregation now."""
-    return set(Membership.objects.filter(campaign=campaign, excluded=True).values_list("user_id", flat=True))
-
-
-def dataset_judgments(dataset: Dataset) -> QuerySet[Judgment]:
-    """Return the judgments the dataset was built from: current at its snapshot, excluded members left out."""
-    qs = snapshot_judgments(campaign_id=dataset.campaign_id, last_judgment_id=dataset.last_judgment_id)
-    excluded = set((dataset.params or {}).get("excluded_annotators") or [])
-    if not excluded:
-        return qs
-    annotators = qs.values_list("annotator_id", flat=True).distinct().order_by()
-    return qs.exclude(annotator_id__in=[a for a in annotators if annotator_pseudonym(a) in excluded])
 
 
 def dataset_rows_hash(rows: Iterable[Sequence[Any]]) -> str:

@@ -6,7 +6,6 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 
 from annotation.errors import ApplicationError, ForbiddenError
-from annotation.exports import annotator_pseudonym
 from annotation.models import (
     Campaign,
     Dataset,
@@ -16,13 +15,14 @@ from annotation.models import (
     Response,
     Role,
 )
+from annotation.pseudonyms import annotator_pseudonym
+from annotation.selectors import snapshot_judgments
 from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
 from annotation.services.datasets import (
     dataset_build,
     dataset_create,
     dataset_params_clean,
     dataset_verify_hash,
-    snapshot_judgments,
 )
 from annotation.services.imports import items_import
 from annotation.services.serving import assignment_lease_next, judgment_submit

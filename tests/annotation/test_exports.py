@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 
 from annotation import exports
-from annotation.exports import annotator_pseudonym, jsonl_chunks, write_export
+from annotation.exports import jsonl_chunks, write_export
 from annotation.models import (
     Dataset,
     DatasetComparison,
@@ -19,6 +19,7 @@ from annotation.models import (
     Response,
     Role,
 )
+from annotation.pseudonyms import annotator_pseudonym
 from annotation.services.campaigns import campaign_create, membership_add
 from tests.annotation.test_datasets import build, judge_all, prefer
 

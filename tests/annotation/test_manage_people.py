@@ -16,7 +16,8 @@ from annotation.models import (
     Membership,
     Role,
 )
-from annotation.services.datasets import dataset_build, dataset_create, dataset_judgments
+from annotation.selectors import dataset_judgments
+from annotation.services.datasets import dataset_build, dataset_create
 from annotation.services.people import (
     InviteRefused,
     invite_accept,
@@ -128,14 +129,14 @@ def test_exclusion_changes_the_dataset_consensus_and_is_reversible(make_campaign
     assert excluded.judgment_count == 3 and excluded.annotator_count == 1
     assert len(excluded.params["excluded_annotators"]) == 2
     assert excluded.stats["excluded"]["judgments"] == 6
-    assert dataset_judgments(excluded).count() == 3
+    assert dataset_judgments(dataset=excluded).count() == 3
     for user in (annotator, annotator2):
         membership_set_excluded(membership=member(campaign, user), actor=manager, excluded=False)
     again = build(campaign, manager)
     assert chosen(again) == {"model-y"} and again.content_hash == before.content_hash
     assert again.params["excluded_annotators"] == []
     # A dataset keeps what it was built from, whatever happens to the memberships later.
-    assert dataset_judgments(excluded).count() == 3
+    assert dataset_judgments(dataset=excluded).count() == 3
 
 
 def test_excluding_everyone_says_why_the_dataset_is_empty(make_campaign, manager, annotator):

@@ -31,7 +31,7 @@ from annotation.models import (
     Response,
     Role,
 )
-from annotation.services.datasets import annotator_pseudonym
+from annotation.pseudonyms import annotator_pseudonym
 from annotation.tasks import build_dataset
 from tests.browser.conftest import DESKTOP, TIMEOUT_MS, screenshot, wait_for_item
 from tests.browser.test_accessibility import assert_accessible

@@ -1,16 +1,16 @@
-"""The next round: a new campaign of generated replies, with pairs chosen at random or where the RM is unsure."""
+"""The next round's services: a new campaign of generated replies, with pairs chosen at random or where the RM
+is unsure; requests checked against the model roots before anything is queued."""
 
 import json
 import math
 import random
-from pathlib import Path
 
 import pytest
 from django.urls import reverse
 
 from annotation.errors import ApplicationError, ConflictError, ForbiddenError
 from annotation.models import AuditEntry, Campaign, Item, Membership, Prompt, Response, Role
-from annotation.services.rounds import (
+from training.rounds.services import (
     Candidate,
     PromptCandidates,
     round_create,
@@ -207,21 +207,7 @@ def test_bad_generations_are_refused_and_nothing_is_stored(make_campaign, manage
 # --- requests: checkpoints under the roots --------------------------------------------------------------
 
 
-def model_folder(path: Path, architecture: str = "LlamaForCausalLM") -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps({"architectures": [architecture], "model_type": "llama"}))
-    return path
-
-
-@pytest.fixture
-def roots(settings, tmp_path):
-    settings.ARBITER_MODEL_ROOTS = [tmp_path / "models"]
-    settings.ARBITER_TRAINING_DIR = tmp_path / "training"
-    (tmp_path / "models").mkdir()
-    return tmp_path
-
-
-def test_a_forged_checkpoint_path_outside_the_roots_is_refused(make_campaign, manager, roots, client_for):
+def test_a_forged_checkpoint_path_outside_the_roots_is_refused(make_campaign, manager, roots, model_folder, client_for):
     """Paths outside the roots, links out of them, and reward models as policies are refused, naming the field."""
     source = make_campaign(items=2)
     inside = model_folder(roots / "models" / "policy")
@@ -261,101 +247,3 @@ def test_a_forged_checkpoint_path_outside_the_roots_is_refused(make_campaign, ma
     assert response.json()["message"].startswith("checkpoints: The model path")
     assert response.json()["extra"]["fields"] == {"checkpoints": [response.json()["message"][len("checkpoints: "):]]}
     assert not AuditEntry.objects.filter(action="campaign.round_queue").exists()
-
-
-# --- the worker, end to end, on tiny local models --------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    pytest.importorskip("trl")
-    from training.tiny import build_tiny_models
-
-    root = tmp_path_factory.mktemp("round-models")
-    build_tiny_models(root, seed=0)
-    return root
-
-
-@pytest.fixture
-def eager(settings):
-    from config.celery import app
-
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
-
-
-@pytest.mark.training
-def test_the_api_queues_a_round_that_the_worker_opens(
-    make_campaign, manager, annotator, tiny_root, settings, eager, client_for, django_capture_on_commit_callbacks
-):
-    """POST /rounds/ answers 202; after commit the worker samples, scores and opens the round."""
-    settings.ARBITER_MODEL_ROOTS = [tiny_root]
-    source = make_campaign(items=3, annotators=[annotator])
-    url = reverse("api:campaign_round_create", kwargs={"campaign_id": source.pk})
-    body = {
-        "checkpoints": [str(tiny_root / "tiny-causal-lm")], "k": 3, "max_new_tokens": 6, "temperature": 1.0,
-        "selection": "uncertain", "reward_model": str(tiny_root / "tiny-reward-base"), "seed": 3, "activate": True,
-    }
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        response = client_for(manager).post(url, body, format="json")
-        assert response.status_code == 202, response.content
-        assert not Campaign.objects.filter(parent=source).exists()  # nothing before the commit
-    assert [c.__qualname__.split(".")[0] for c in callbacks].count("round_queue") == 1
-    data = response.json()
-    assert data["status"] == "queued" and data["checkpoints"] == [
-        {"label": "tiny-causal-lm", "path": str((tiny_root / "tiny-causal-lm").resolve())}
-    ]
-
-    new = Campaign.objects.get(parent=source)
-    assert new.status == Campaign.Status.ACTIVE and new.item_count == 3
-    responses = list(Response.objects.filter(prompt__campaign=new))
-    assert len(responses) == 9 and {r.model_name for r in responses} == {"tiny-causal-lm"}
-    assert all({"reward", "tokens", "finished", "checkpoint"} <= set(r.metadata) for r in responses)
-    for item in Item.objects.filter(campaign=new):
-        chosen = {ir.response_id for ir in item.item_responses.all()}
-        candidates = [r for r in responses if r.prompt_id == item.prompt_id]
-        distinct = {r.content: r for r in reversed(candidates)}.values()
-        best = min(
-            ((a, b) for a in distinct for b in distinct if a.pk < b.pk),
-            key=lambda ab: abs(win_probability(ab[0].metadata["reward"], ab[1].metadata["reward"]) - 0.5),
-        )
-        assert chosen == {best[0].pk, best[1].pk}
-    opened = AuditEntry.objects.get(campaign=source, action="campaign.round_open")
-    assert opened.after["request"] == data["request"] and opened.after["generation"]["tiny-causal-lm"]["samples"] == 9
-
-
-@pytest.mark.training
-def test_the_page_follows_the_request_to_the_new_round_or_its_error(
-    make_campaign, manager, tiny_root, roots, settings, eager, client, django_capture_on_commit_callbacks
-):
-    """After the form is sent the page opens the new round; a failed generation is shown, not swallowed."""
-    settings.ARBITER_MODEL_ROOTS = [tiny_root, roots / "models"]
-    source = make_campaign(items=2)
-    client.force_login(manager)
-    url = reverse("campaign_round_new", kwargs={"campaign_id": source.pk})
-    page = client.get(url)
-    assert page.status_code == 200
-    html = page.content.decode()
-    assert "tiny-causal-lm" in html and 'value="' + str((tiny_root / "tiny-reward-base").resolve()) in html
-    form = {"checkpoints": [str((tiny_root / "tiny-causal-lm").resolve())], "k": 2, "max_new_tokens": 4,
-            "temperature": 1.0, "top_p": 1.0, "selection": "random", "pairs_per_prompt": 1, "seed": 0}
-    with django_capture_on_commit_callbacks(execute=True):
-        assert client.post(url, form).headers["Location"] == url
-    new = Campaign.objects.get(parent=source)
-    followed = client.get(url)
-    assert followed.status_code == 302 and followed.headers["Location"] == reverse(
-        "campaign_detail", kwargs={"campaign_id": new.pk}
-    )
-
-    broken = model_folder(roots / "models" / "weightless")  # a config.json but no weights
-    with django_capture_on_commit_callbacks(execute=True):
-        client.post(url, {**form, "checkpoints": [str(broken.resolve())]})
-    shown = client.get(url)
-    assert shown.status_code == 200
-    text = shown.content.decode()
-    assert "Generating the next round failed:" in text and "Failed" in text
-    assert Campaign.objects.filter(parent=source).count() == 1
-    bad = client.post(url, {**form, "k": 1})
-    assert "a pairwise round needs at least 2 replies per prompt" in bad.content.decode()

@@ -10,7 +10,7 @@ from annotation.api import ERROR
 from annotation.models import Role
 from annotation.permissions import IsManager
 from annotation.selectors import campaign_get_for_user
-from annotation.services.rounds import SELECTIONS, round_queue, round_request_clean
+from training.rounds.services import SELECTIONS, round_queue, round_request_clean
 
 
 class CampaignRoundCreateApi(APIView):

@@ -2,7 +2,7 @@
 
 The campaign's managers (and superusers) pick policies — succeeded PPO/DPO runs' models or any
 model folder under ARBITER_MODEL_ROOTS — and the sampling and selection settings. The request is
-checked here, queued for the worker (`annotation.generate_round`), and the page then follows it:
+checked here, queued for the worker (`training.rounds.tasks.generate_round`), and the page then follows it:
 it refreshes while the replies are generated and opens the new round's campaign when it is ready,
 or shows why it failed. Past requests are read from the campaign's audit log.
 """
@@ -20,7 +20,9 @@ from django.views.decorators.http import require_http_methods
 
 from annotation.errors import ApplicationError
 from annotation.models import AuditEntry, Campaign, Role
-from annotation.services.rounds import (
+from annotation.views import apply_service_error, campaign_page
+from training.models import TrainingRun
+from training.rounds.services import (
     FAILED,
     LIMITS,
     OPENED,
@@ -31,7 +33,7 @@ from annotation.services.rounds import (
     round_queue,
     round_request_clean,
 )
-from annotation.views import campaign_page
+from training.selectors import base_models_available, training_run_list_for_user
 
 SESSION_KEY = "round_requests"  # campaign id -> token of the request this browser is following
 
@@ -123,7 +125,7 @@ def campaign_round_new(request: HttpRequest, campaign: Campaign) -> HttpResponse
             )
             round_queue(campaign=campaign, request=round_request, created_by=request.user)
         except ApplicationError as exc:
-            _add_errors(form, exc)
+            apply_service_error(exc, form)
         else:
             request.session[SESSION_KEY] = {**request.session.get(SESSION_KEY, {}), str(campaign.pk): round_request.token}
             messages.info(request, "Generating replies in the background; this page opens the new round when it is ready.")
@@ -131,7 +133,7 @@ def campaign_round_new(request: HttpRequest, campaign: Campaign) -> HttpResponse
     rounds = Campaign.objects.filter(parent=campaign, round_number=campaign.round_number + 1).order_by("-created_at")
     return render(
         request,
-        "annotation/round_new.html",
+        "training/round_new.html",
         {
             "campaign": campaign,
             "form": form,
@@ -205,9 +207,6 @@ def reward_model_choices(*, user) -> list[tuple[str, str]]:
 
 
 def _run_models(user, *, kinds: tuple[str, ...]) -> list[tuple[str, str]]:
-    from training.models import TrainingRun
-    from training.selectors import training_run_list_for_user
-
     out = []
     runs = training_run_list_for_user(user=user).filter(kind__in=kinds, status=TrainingRun.Status.SUCCEEDED)
     for run in runs[:50]:
@@ -220,8 +219,6 @@ def _run_models(user, *, kinds: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def _folder_models(*, classifiers: bool) -> list[tuple[str, str]]:
-    from training.selectors import base_models_available
-
     # Runs' folders (ARBITER_TRAINING_DIR) are offered run by run above, not checkpoint by checkpoint.
     roots = [Path(r) for r in settings.ARBITER_MODEL_ROOTS]
     out = []
@@ -230,15 +227,6 @@ def _folder_models(*, classifiers: bool) -> list[tuple[str, str]]:
             root = next((r.resolve() for r in roots if path.is_relative_to(r.resolve())), None)
             out.append((str(path), str(path.relative_to(root)) if root and path != root else path.name))
     return out
-
-
-def _add_errors(form: forms.Form, exc: ApplicationError) -> None:
-    fields = exc.extra.get("fields") or {}
-    named = [f for f in fields if f in form.fields]
-    for f in named:
-        form.add_error(f, " ".join(str(m) for m in fields[f]))
-    if not named:
-        form.add_error(None, exc.message)
 
 
 def _stop_following(request: HttpRequest, campaign: Campaign) -> None:

@@ -2,7 +2,7 @@
 
 - `round_request_clean` checks a request from the page or the API (checkpoints under the model
   roots, sampling settings, the selection mode against the campaign's kind) before it is queued.
-- `round_queue` records the request and queues `annotation.generate_round` after commit.
+- `round_queue` records the request and queues the `generate_round` task after commit.
 - `round_generate` (the worker's side) samples replies for the campaign's prompts from each
   checkpoint (`training.generation`), scores them for "uncertain" selection, and calls
 - `round_create`, which opens the round all or nothing: a new campaign with the source's schema,
@@ -44,6 +44,8 @@ from annotation.models import (
 from annotation.selectors import membership_role
 from annotation.services.audit import audit_record
 from annotation.services.campaigns import campaign_create, campaign_schema, campaign_settings
+from training.generation import generate_responses
+from training.model_paths import ModelPathError, resolve_model_path
 
 SELECTIONS = {
     "random": "Random pairs (seeded)",
@@ -453,7 +455,7 @@ def round_queue(
     """Record the request in the campaign's audit log and queue its generation after commit."""
     if membership_role(user=created_by, campaign=campaign) != Role.MANAGER:
         raise ForbiddenError("Only the campaign's managers can open its next round.")
-    from annotation.tasks import generate_round  # tasks import this module
+    from training.rounds.tasks import generate_round  # tasks import this module
 
     audit_record(
         actor=created_by,
@@ -517,9 +519,6 @@ def round_generate(
 def _generate(
     *, campaign: Campaign, request: RoundRequest, created_by: AbstractBaseUser, device: str | None
 ) -> RoundResult:
-    from training.generation import generate_responses
-    from training.model_paths import ModelPathError
-
     prompts = round_source_prompts(
         campaign=campaign, max_prompts=request.max_prompts, seed=request.seed
     )
@@ -543,6 +542,7 @@ def _generate(
         )
         scorer = None
         if request.selection == "uncertain":
+            # Imports torch: only the worker loads it, and only for "uncertain" selection.
             from training.scoring import load_scorer
 
             scorer = load_scorer(request.reward_model, roots=roots)  # type: ignore[arg-type]
@@ -697,8 +697,6 @@ def _score(
 
 
 def _resolve(field_name: str, path: Any, roots: list[Path]) -> Path:
-    from training.model_paths import ModelPathError, resolve_model_path
-
     try:
         return resolve_model_path(path, roots=roots)
     except ModelPathError as exc:
