@@ -228,7 +228,7 @@ class AssignmentOutputSerializer(serializers.Serializer):
 
 def next_payload(result: NextResult) -> dict:
     """The `next` answer: the annotator's view of the assignment (content only, in the order
-    shown, no model names) and their progress line. The hot path (annotation.hotpath) sends the same."""
+    shown, no model names) and their progress line. The hot path (annotation.http.hotpath) sends the same."""
     assignment, shown = result.assignment, result.shown
     return {
         "assignment": None if assignment is None else {

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from annotation import exports
-from annotation.consumers import campaign_progress_path
+from annotation.http.consumers import campaign_progress_path
 from annotation.core.judging import FLAG_REASONS
 from annotation.errors import ApplicationError, ForbiddenError, NotFoundError
 from annotation.forms import (

@@ -149,7 +149,7 @@ CSRF_COOKIE_HTTPONLY = False  # the judging page reads the token from the page, 
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
-# Token clients' `next` and `submit` skip Django's request machinery (annotation.hotpath), in a
+# Token clients' `next` and `submit` skip Django's request machinery (annotation.http.hotpath), in a
 # pool of this many threads per server process.
 ARBITER_HOT_PATH = _bool("ARBITER_HOT_PATH", True)
 ARBITER_HOT_PATH_THREADS = int(os.environ.get("ARBITER_HOT_PATH_THREADS", "4"))

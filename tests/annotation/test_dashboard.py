@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from annotation import dashboard as dashboard_module
 from annotation import events
-from annotation.consumers import CLOSE_FORBIDDEN, CampaignDashboardConsumer, campaign_dashboard_path
+from annotation.http.consumers import CLOSE_FORBIDDEN, CampaignDashboardConsumer, campaign_dashboard_path
 from annotation.dashboard import LIVE_BOOTSTRAP_ROUNDS, campaign_dashboard
 from annotation.models import Assignment, Campaign, Judgment, Membership, Role
 from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
@@ -500,7 +500,7 @@ def test_a_missing_campaign_is_refused(in_memory_layer, manager):  # noqa: F811
 def test_a_burst_is_throttled_and_ends_with_the_latest_state(in_memory_layer, campaign, manager, annotator,  # noqa: F811
                                                              annotator2, monkeypatch):
     """200 changes in a burst earn a payload or two, never closer than MIN_INTERVAL, the last one current."""
-    import annotation.consumers as consumers
+    from annotation.http import consumers
 
     sent_at = []
     real = consumers.campaign_dashboard

@@ -16,8 +16,8 @@ import pytest
 from django.db.models import Count
 from rest_framework.authtoken.models import Token
 
-from annotation import hotpath
-from annotation.hotpath import HotPath
+from annotation.http import hotpath
+from annotation.http.hotpath import HotPath
 from annotation.models import Campaign, Item, Judgment, Role
 from annotation.services.campaigns import campaign_set_status, membership_add
 from config.asgi import django_asgi_app, hot_path

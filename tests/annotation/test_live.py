@@ -23,7 +23,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from annotation import events
-from annotation.consumers import CLOSE_FORBIDDEN, CampaignProgressConsumer, campaign_progress_path
+from annotation.http.consumers import CLOSE_FORBIDDEN, CampaignProgressConsumer, campaign_progress_path
 from annotation.models import Role
 from annotation.services.campaigns import membership_add
 from config.asgi import application
@@ -263,7 +263,7 @@ def test_other_origin_is_refused_before_accept(in_memory_layer, campaign, manage
 def test_a_burst_of_changes_costs_one_recount(in_memory_layer, campaign, manager, monkeypatch):
     """300 changes in a burst are coalesced into a recount or two, not 300."""
     calls = []
-    import annotation.consumers as consumers
+    from annotation.http import consumers
 
     real = consumers.campaign_live_counts
 
