@@ -31,7 +31,7 @@ from annotation.services.rounds import (
     round_queue,
     round_request_clean,
 )
-from annotation.views import campaign_page
+from annotation.views.access import campaign_page
 
 SESSION_KEY = "round_requests"  # campaign id -> token of the request this browser is following
 

@@ -11,5 +11,5 @@ urlpatterns = [
     # One "api" namespace for every app's API (the permission matrix and the schema rely on it).
     path("api/v1/", include(([*annotation_api_urls, path("training/", include("training.api_urls"))], "api"))),
     path("training/", include("training.urls")),
-    path("", include("annotation.urls")),
+    path("", include("annotation.views.urls")),
 ]

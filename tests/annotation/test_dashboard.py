@@ -20,8 +20,12 @@ from django.utils import timezone
 
 from annotation import dashboard as dashboard_module
 from annotation import events
-from annotation.http.consumers import CLOSE_FORBIDDEN, CampaignDashboardConsumer, campaign_dashboard_path
 from annotation.dashboard import LIVE_BOOTSTRAP_ROUNDS, campaign_dashboard
+from annotation.http.consumers import (
+    CLOSE_FORBIDDEN,
+    CampaignDashboardConsumer,
+    campaign_dashboard_path,
+)
 from annotation.models import Assignment, Campaign, Judgment, Membership, Role
 from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
 from annotation.services.imports import items_import

@@ -23,7 +23,11 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from annotation import events
-from annotation.http.consumers import CLOSE_FORBIDDEN, CampaignProgressConsumer, campaign_progress_path
+from annotation.http.consumers import (
+    CLOSE_FORBIDDEN,
+    CampaignProgressConsumer,
+    campaign_progress_path,
+)
 from annotation.models import Role
 from annotation.services.campaigns import membership_add
 from config.asgi import application
