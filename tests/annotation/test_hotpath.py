@@ -21,12 +21,7 @@ from annotation.http.hotpath import HotPath
 from annotation.models import Campaign, Item, Judgment, Role
 from annotation.services.campaigns import campaign_set_status, membership_add
 from config.asgi import django_asgi_app, hot_path
-from tests.annotation.test_live import (
-    channel_layer,  # noqa: F401 -- a fixture
-    communicator,
-    run_async,
-    snapshot,
-)
+from tests.websockets import communicator, run_async, snapshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
