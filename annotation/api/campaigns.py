@@ -1,11 +1,7 @@
 """REST API v1, campaigns: list, read, create, change status, import items."""
 
-
 from django.conf import settings
-from drf_spectacular.utils import (
-    OpenApiResponse,
-    extend_schema,
-)
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -16,15 +12,8 @@ from annotation.api.schema import ERROR
 from annotation.errors import field_error
 from annotation.models import Campaign, Role
 from annotation.permissions import IsAnyRole, IsManager
-from annotation.selectors import (
-    campaign_get_for_user,
-    campaign_list_for_user,
-    campaign_progress,
-)
-from annotation.services.campaigns import (
-    campaign_create,
-    campaign_set_status,
-)
+from annotation.selectors import campaign_get_for_user, campaign_list_for_user, campaign_progress
+from annotation.services.campaigns import campaign_create, campaign_set_status
 from annotation.services.imports import items_import
 
 

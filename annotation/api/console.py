@@ -4,12 +4,8 @@ Managers of the campaign only: IsManager refuses other global roles (403) before
 lookup, which refuses non-members (404).
 """
 
-
 from django.conf import settings
-from drf_spectacular.utils import (
-    OpenApiParameter,
-    extend_schema,
-)
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request

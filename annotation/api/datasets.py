@@ -9,10 +9,7 @@ from types import SimpleNamespace
 from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import (
-    OpenApiParameter,
-    extend_schema,
-)
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
@@ -29,9 +26,7 @@ from annotation.selectors import (
     dataset_get_for_user,
     dataset_list_for_campaign,
 )
-from annotation.services.datasets import (
-    dataset_create,
-)
+from annotation.services.datasets import dataset_create
 
 READERS = (Role.MANAGER, Role.RESEARCHER)
 

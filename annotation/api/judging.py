@@ -1,9 +1,6 @@
 """REST API v1, judging: lease the next item, submit, skip, keep a lease alive."""
 
-
-from drf_spectacular.utils import (
-    extend_schema,
-)
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request

@@ -1,10 +1,6 @@
 """REST API v1, people: members, invite links, and the API token of a user."""
 
-
-from drf_spectacular.utils import (
-    extend_schema,
-    inline_serializer,
-)
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -15,9 +11,7 @@ from annotation.api.schema import ERROR
 from annotation.errors import ApplicationError
 from annotation.models import Role
 from annotation.permissions import IsManager
-from annotation.selectors import (
-    campaign_get_for_user,
-)
+from annotation.selectors import campaign_get_for_user
 from annotation.services.people import (
     MAX_INVITE_DAYS,
     invite_accept,

@@ -11,11 +11,7 @@ from django.views.decorators.http import require_http_methods
 
 from annotation.errors import ApplicationError
 from annotation.models import Campaign, Judgment, Role
-from annotation.selectors import (
-    AUDIT_PER_PAGE,
-    ITEM_FILTERS,
-    item_page_for_campaign,
-)
+from annotation.selectors import AUDIT_PER_PAGE, ITEM_FILTERS, item_page_for_campaign
 from annotation.services.audit import audit_list_for_campaign
 from annotation.services.campaigns import (
     COPY_ITEMS,

@@ -11,11 +11,7 @@ from django.views.decorators.http import require_http_methods
 from annotation import exports
 from annotation.errors import ApplicationError, ForbiddenError, NotFoundError
 from annotation.models import Campaign, Dataset, Role
-from annotation.selectors import (
-    dataset_get_for_user,
-    dataset_list_for_campaign,
-    membership_role,
-)
+from annotation.selectors import dataset_get_for_user, dataset_list_for_campaign, membership_role
 from annotation.services.datasets import dataset_create
 from annotation.views.access import campaign_page
 
