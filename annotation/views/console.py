@@ -117,8 +117,7 @@ def campaign_close_page(request: HttpRequest, campaign: Campaign) -> HttpRespons
     return redirect("dataset_detail", dataset_id=dataset.pk)
 
 
-# --- items ------------------------------------------------------------------------------------------
-
+# --- Items: judgments and consensus in words --------------------------------------------------------
 
 
 def _answer_text(judgment: Judgment, labels: dict[int, str]) -> str:
