@@ -23,7 +23,7 @@ _held = threading.local()
 def held() -> Iterator[list[tuple[str, dict]]]:
     """Collect this thread's events instead of sending them; the caller sends them itself.
 
-    The hot path (annotation.hotpath) runs services in its own threads and sends their events
+    The hot path (annotation.http.hotpath) runs services in its own threads and sends their events
     from the server's event loop, where the in-memory layer's queues live.
     """
     outbox: list[tuple[str, dict]] = []
@@ -62,7 +62,7 @@ def _send(group: str, message: dict) -> None:
 def campaign_changed(*, campaign_id: int) -> None:
     """Tell live pages that the campaign changed, once the transaction commits.
 
-    Both the progress and the dashboard consumers (annotation.consumers) listen on the campaign's
+    Both the progress and the dashboard consumers (annotation.http.consumers) listen on the campaign's
     group; each reads what it shows again, so the event carries nothing but its type. Any write
     that changes what a manager sees (a judgment, a lease, a member paused or excluded) sends it.
     """

@@ -1,9 +1,12 @@
 """Permission-aware reads. Object access goes through here, never a bare `.get(pk=...)`."""
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import OuterRef, QuerySet, Subquery, Sum
+from django.core.paginator import Page, Paginator
+from django.db.models import F, OuterRef, Prefetch, QuerySet, Subquery, Sum
 
 from annotation.errors import ForbiddenError, NotFoundError
 from annotation.models import (
@@ -11,11 +14,16 @@ from annotation.models import (
     Campaign,
     CampaignCounter,
     Dataset,
+    Item,
+    ItemResponse,
     Judgment,
     Membership,
     Role,
 )
 from annotation.pseudonyms import annotator_pseudonym
+
+if TYPE_CHECKING:
+    from annotation.services.datasets import LiveConsensus
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -212,3 +220,61 @@ def dataset_judgments(*, dataset: Dataset) -> QuerySet[Judgment]:
         return qs
     annotators = qs.values_list("annotator_id", flat=True).distinct().order_by()
     return qs.exclude(annotator_id__in=[a for a in annotators if annotator_pseudonym(a) in excluded])
+
+
+# The manager's items list: its filter ("show": label, query) and page size, shared by the page and the API.
+ITEM_FILTERS = {
+    "all": ("All items", {}),
+    "open": ("Still wanted", {"is_gold": False, "judgment_count__lt": F("target")}),
+    "judged": ("Judged", {"judgment_count__gte": 1}),
+    "gold": ("Gold checks", {"is_gold": True}),
+}
+ITEMS_PER_PAGE = 20
+AUDIT_PER_PAGE = 50
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """One item of the manager's items list with what the page and the API show of it."""
+
+    item: Item  # its prompt loaded
+    links: list[ItemResponse]  # its responses loaded, by position
+    judgments: list[Judgment]  # their annotators loaded, oldest first
+    consensus: "LiveConsensus | None"  # None while nobody counted has judged it
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    page: Page
+    rows: list[ItemRow]
+    excluded: set[int]  # ids of the members whose judgments are left out of aggregation
+    superseded: set[int]  # ids of the judgments a later one corrected
+
+
+def item_page_for_campaign(*, campaign: Campaign, show: str, page: str | int | None) -> ItemPage:
+    """Return one page of the campaign's items (filtered by `show`, a key of ITEM_FILTERS) with their
+    responses, judgments and live consensus; the caller has checked that the user manages the campaign."""
+    # services.datasets reads through this module, so it is imported when it is needed, not above.
+    from annotation.services.datasets import items_live_consensus
+
+    items = (
+        Item.objects.filter(campaign=campaign, **ITEM_FILTERS[show][1])
+        .select_related("prompt")
+        .prefetch_related(
+            Prefetch("item_responses", queryset=ItemResponse.objects.select_related("response").order_by("position")),
+            Prefetch("judgments", queryset=Judgment.objects.select_related("annotator").order_by("created_at", "pk")),
+        )
+        .order_by("pk")
+    )
+    current = Paginator(items, ITEMS_PER_PAGE).get_page(page)
+    ids = [item.pk for item in current.object_list]
+    consensus = items_live_consensus(campaign=campaign, item_ids=ids)
+    superseded = set(
+        Judgment.objects.filter(item_id__in=ids, supersedes__isnull=False).values_list("supersedes_id", flat=True)
+    )
+    rows = [
+        ItemRow(item=item, links=list(item.item_responses.all()), judgments=list(item.judgments.all()),
+                consensus=consensus.get(item.pk))
+        for item in current.object_list
+    ]
+    return ItemPage(page=current, rows=rows, excluded=excluded_annotator_ids(campaign=campaign), superseded=superseded)

@@ -9,7 +9,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from annotation.hotpath import HotPath  # noqa: E402
+from annotation.http.hotpath import HotPath  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
 hot_path = HotPath(django_asgi_app)  # token clients' next and submit; the rest goes to Django

@@ -2,10 +2,10 @@
 
 from django.urls import path
 
-from annotation.consumers import CampaignDashboardConsumer, CampaignProgressConsumer
+from annotation.http.consumers import CampaignDashboardConsumer, CampaignProgressConsumer
 from training.consumers import TrainingRunConsumer
 
-# Keep in step with annotation.consumers.campaign_progress_path and campaign_dashboard_path.
+# Keep in step with annotation.http.consumers.campaign_progress_path and campaign_dashboard_path.
 websocket_urlpatterns: list = [
     path("ws/campaigns/<int:campaign_id>/progress/", CampaignProgressConsumer.as_asgi()),
     path("ws/campaigns/<int:campaign_id>/dashboard/", CampaignDashboardConsumer.as_asgi()),

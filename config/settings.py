@@ -149,7 +149,7 @@ CSRF_COOKIE_HTTPONLY = False  # the judging page reads the token from the page, 
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
-# Token clients' `next` and `submit` skip Django's request machinery (annotation.hotpath), in a
+# Token clients' `next` and `submit` skip Django's request machinery (annotation.http.hotpath), in a
 # pool of this many threads per server process.
 ARBITER_HOT_PATH = _bool("ARBITER_HOT_PATH", True)
 ARBITER_HOT_PATH_THREADS = int(os.environ.get("ARBITER_HOT_PATH_THREADS", "4"))
@@ -167,7 +167,7 @@ REST_FRAMEWORK = {
     ],
     # Deny by default: every view states its own permission classes.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
-    "DEFAULT_SCHEMA_CLASS": "annotation.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "annotation.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "annotation.errors.api_exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from annotation.api_urls import urlpatterns as annotation_api_urls
+from annotation.api.urls import urlpatterns as annotation_api_urls
 from training.rounds.urls import api_urlpatterns as round_api_urls
 
 urlpatterns = [
@@ -13,5 +13,5 @@ urlpatterns = [
     path("api/v1/", include(([*annotation_api_urls, *round_api_urls, path("training/", include("training.api_urls"))], "api"))),
     path("training/", include("training.urls")),
     path("", include("training.rounds.urls")),  # campaigns/<id>/rounds/new/, beside the campaign pages
-    path("", include("annotation.urls")),
+    path("", include("annotation.views.urls")),
 ]

@@ -4,6 +4,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
+from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
@@ -11,6 +12,7 @@ from rest_framework.test import APIClient
 from annotation.models import Campaign, Role
 from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
 from annotation.services.imports import items_import
+from tests.websockets import IN_MEMORY, REDIS, REDIS_HOST, redis_reachable, run_async
 
 PASSWORD = "correct-horse-battery-staple"
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,3 +129,30 @@ def client_for() -> Callable[[object], APIClient]:
         return client
 
     return make
+
+
+# --- Channel layers for the websocket tests (helpers in tests/websockets.py) ---------------------
+
+
+@pytest.fixture(params=["in_memory", "redis"])
+def channel_layer(request, settings):
+    """Each channel layer in turn; flushed before and after the test."""
+    if request.param == "redis":
+        if not redis_reachable():
+            pytest.skip(f"Redis is not reachable at {REDIS_HOST}")
+        settings.CHANNEL_LAYERS = REDIS
+    else:
+        settings.CHANNEL_LAYERS = IN_MEMORY
+    layer = get_channel_layer()
+    run_async(layer.flush)
+    yield layer
+    run_async(get_channel_layer().flush)
+
+
+@pytest.fixture
+def in_memory_layer(settings):
+    settings.CHANNEL_LAYERS = IN_MEMORY
+    layer = get_channel_layer()
+    run_async(layer.flush)
+    yield layer
+    run_async(layer.flush)

@@ -325,8 +325,8 @@ def _round_body(w: World, role: str) -> dict:
 
 def _preview_kwargs(w: World, action: str | None = None) -> dict:
     """A preview token of campaign A made for its manager (a token works only for whom it was made)."""
-    from annotation.views import campaign_judge_settings
-    from annotation.views_preview import _token
+    from annotation.views.judging import campaign_judge_settings
+    from annotation.views.preview import _token
 
     token = _token(user_id=w.users["manager"].pk, campaign_id=w.campaign.pk,
                    settings=campaign_judge_settings(w.campaign))

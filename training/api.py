@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.api.schema import ERROR
 from annotation.errors import ConflictError, field_error
 from annotation.models import Dataset
 from training.models import TrainingLogLine, TrainingMetric, TrainingRule, TrainingRun
@@ -37,9 +38,6 @@ from training.selectors import (
 )
 from training.services import training_run_cancel, training_run_create, training_run_resume
 
-ERROR = inline_serializer(
-    "TrainingError", {"message": serializers.CharField(), "extra": serializers.DictField()}
-)
 MAX_SCORE_PAIRS = 256
 LOG_LINES_SHOWN = 500
 

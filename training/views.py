@@ -18,6 +18,7 @@ from django.views.decorators.http import require_http_methods
 from annotation.errors import ApplicationError, ForbiddenError, NotFoundError
 from annotation.models import Dataset, Role
 from annotation.selectors import membership_role, user_role
+from annotation.views.forms import form_apply_error
 from training.api import run_state
 from training.config import ConfigError
 from training.consumers import run_live_path
@@ -312,7 +313,7 @@ def training_run_new(request: HttpRequest) -> HttpResponse:
         except (NotFoundError, ForbiddenError) as exc:
             form.add_error(source_field, exc.message)
         except ApplicationError as exc:
-            _add_service_error(
+            form_apply_error(
                 form, exc, renames={"dataset_id": source_field, "campaign_id": source_field}
             )
         else:
@@ -331,21 +332,6 @@ def _training_source(request: HttpRequest, form: RunForm):
     if what == "dataset":
         return training_dataset_get_for_user(user=request.user, dataset_id=int(pk)), None
     return None, training_campaign_get_for_user(user=request.user, campaign_id=int(pk))
-
-
-def _add_service_error(
-    form: forms.Form, exc: ApplicationError, *, renames: dict[str, str] | None = None
-) -> None:
-    """Show a service error on the field it names (`config.learning_rate` -> learning_rate)."""
-    for name in exc.extra.get("fields") or {}:
-        field = name.removeprefix("config.")
-        field = (renames or {}).get(field, field)
-        if field not in form.fields and "." in field:
-            field = field.split(".", 1)[0]  # dataset_params.bootstrap_rounds -> dataset_params
-        if field in form.fields:
-            form.add_error(field, exc.message.split(": ", 1)[-1])
-            return
-    form.add_error(None, exc.message)
 
 
 @login_required
@@ -528,7 +514,7 @@ def training_rule_new(request: HttpRequest, campaign_id: int) -> HttpResponse:
                 campaign=campaign, created_by=request.user, **form.rule_values()
             )
         except ApplicationError as exc:
-            _add_service_error(form, exc)
+            form_apply_error(form, exc)
         else:
             messages.success(request, f"Rule {rule.pk} is saved: {_rule_sentence(rule)}.")
             return redirect("training_rule_list", campaign_id=campaign.pk)
@@ -548,7 +534,7 @@ def training_rule_edit(request: HttpRequest, rule_id: int) -> HttpResponse:
         try:
             rule = training_rule_update(rule=rule, actor=request.user, **form.rule_values())
         except ApplicationError as exc:
-            _add_service_error(form, exc)
+            form_apply_error(form, exc)
         else:
             messages.success(request, f"Rule {rule.pk} is saved: {_rule_sentence(rule)}.")
             return redirect("training_rule_list", campaign_id=rule.campaign_id)

@@ -119,7 +119,7 @@ def _check_member(role: str, is_active: bool) -> None:
 
 
 class Judge(Protocol):
-    """Who asks: a user, or the hot path's token lookup (annotation.hotpath)."""
+    """Who asks: a user, or the hot path's token lookup (annotation.http.hotpath)."""
 
     pk: int
     is_superuser: bool

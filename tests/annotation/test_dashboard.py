@@ -20,23 +20,19 @@ from django.utils import timezone
 
 from annotation import dashboard as dashboard_module
 from annotation import events
-from annotation.consumers import CLOSE_FORBIDDEN, CampaignDashboardConsumer, campaign_dashboard_path
 from annotation.dashboard import LIVE_BOOTSTRAP_ROUNDS, campaign_dashboard
+from annotation.http.consumers import (
+    CLOSE_FORBIDDEN,
+    CampaignDashboardConsumer,
+    campaign_dashboard_path,
+)
 from annotation.models import Assignment, Campaign, Judgment, Membership, Role
 from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
 from annotation.services.imports import items_import
 from annotation.services.serving import assignment_lease_next, judgment_submit
 from config.asgi import application
-from tests.annotation.test_live import (  # noqa: F401  (fixtures)
-    ORIGIN,
-    WebsocketCommunicator,
-    channel_layer,
-    in_memory_layer,
-    lease,
-    run_async,
-    submit,
-)
 from tests.conftest import jsonl, pair_rows
+from tests.websockets import ORIGIN, WebsocketCommunicator, lease, run_async, submit
 
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
 
@@ -430,7 +426,7 @@ async def payload(comm: WebsocketCommunicator, timeout: float = 3) -> dict:
 
 @live
 def test_manager_gets_the_dashboard_then_an_update_within_a_second_of_a_submit(
-    channel_layer, campaign, manager, annotator  # noqa: F811
+    channel_layer, campaign, manager, annotator
 ):
     comm = dashboard_socket(manager, campaign.pk)
 
@@ -457,7 +453,7 @@ def test_manager_gets_the_dashboard_then_an_update_within_a_second_of_a_submit(
 
 
 @live
-def test_superuser_may_watch(in_memory_layer, campaign, make_user):  # noqa: F811
+def test_superuser_may_watch(in_memory_layer, campaign, make_user):
     root = get_user_model().objects.create_superuser(username="root", password="x" * 12, email="r@example.com")
     comm = dashboard_socket(root, campaign.pk)
 
@@ -482,7 +478,7 @@ def _assert_refused(user, campaign_id: int) -> None:
 
 @live
 @pytest.mark.parametrize("who", ["annotator", "researcher", "outsider", "anonymous", "other_manager"])
-def test_only_the_campaigns_managers_may_watch(who, in_memory_layer, campaign, annotator, researcher,  # noqa: F811
+def test_only_the_campaigns_managers_may_watch(who, in_memory_layer, campaign, annotator, researcher,
                                                outsider, make_user):
     """Researchers see progress but not the dashboard (usernames, times, gold); everyone else is refused."""
     users = {"annotator": annotator, "researcher": researcher, "outsider": outsider, "anonymous": None,
@@ -492,15 +488,15 @@ def test_only_the_campaigns_managers_may_watch(who, in_memory_layer, campaign, a
 
 
 @live
-def test_a_missing_campaign_is_refused(in_memory_layer, manager):  # noqa: F811
+def test_a_missing_campaign_is_refused(in_memory_layer, manager):
     _assert_refused(manager, 999_999)
 
 
 @live
-def test_a_burst_is_throttled_and_ends_with_the_latest_state(in_memory_layer, campaign, manager, annotator,  # noqa: F811
+def test_a_burst_is_throttled_and_ends_with_the_latest_state(in_memory_layer, campaign, manager, annotator,
                                                              annotator2, monkeypatch):
     """200 changes in a burst earn a payload or two, never closer than MIN_INTERVAL, the last one current."""
-    import annotation.consumers as consumers
+    from annotation.http import consumers
 
     sent_at = []
     real = consumers.campaign_dashboard
@@ -536,9 +532,9 @@ def test_a_burst_is_throttled_and_ends_with_the_latest_state(in_memory_layer, ca
 
 
 @live
-def test_progress_socket_still_serves_researchers(in_memory_layer, campaign, researcher):  # noqa: F811
+def test_progress_socket_still_serves_researchers(in_memory_layer, campaign, researcher):
     """The dashboard's group is the progress page's: both kinds of socket live side by side."""
-    from tests.annotation.test_live import communicator, snapshot
+    from tests.websockets import communicator, snapshot
 
     comm = communicator(researcher, campaign.pk)
 
@@ -551,7 +547,7 @@ def test_progress_socket_still_serves_researchers(in_memory_layer, campaign, res
 
 
 @live
-def test_two_managers_share_one_computation(in_memory_layer, campaign, manager, make_user, annotator,  # noqa: F811
+def test_two_managers_share_one_computation(in_memory_layer, campaign, manager, make_user, annotator,
                                             monkeypatch):
     """Two dashboards of one campaign: a judgment is aggregated once, and both get it."""
     second = make_user("second-manager", Role.MANAGER)
@@ -585,7 +581,7 @@ def test_two_managers_share_one_computation(in_memory_layer, campaign, manager, 
 
 @live
 def test_stale_figures_are_followed_by_current_ones_without_another_change(
-    in_memory_layer, campaign, manager, annotator, monkeypatch  # noqa: F811
+    in_memory_layer, campaign, manager, annotator, monkeypatch
 ):
     """On a slow (large) campaign the socket sends the recomputed figures when they are due."""
     calls = []

@@ -1,4 +1,4 @@
-"""The serving hot path (annotation.hotpath) answers token clients' next and submit as Django does.
+"""The serving hot path (annotation.http.hotpath) answers token clients' next and submit as Django does.
 
 Each test sends the same requests through the project's ASGI application twice: once as it is
 (the hot path takes them) and once through the same Django application with the hot path off,
@@ -16,17 +16,12 @@ import pytest
 from django.db.models import Count
 from rest_framework.authtoken.models import Token
 
-from annotation import hotpath
-from annotation.hotpath import HotPath
+from annotation.http import hotpath
+from annotation.http.hotpath import HotPath
 from annotation.models import Campaign, Item, Judgment, Role
 from annotation.services.campaigns import campaign_set_status, membership_add
 from config.asgi import django_asgi_app, hot_path
-from tests.annotation.test_live import (
-    channel_layer,  # noqa: F401 -- a fixture
-    communicator,
-    run_async,
-    snapshot,
-)
+from tests.websockets import communicator, run_async, snapshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

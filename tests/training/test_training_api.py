@@ -248,7 +248,7 @@ def test_the_run_websocket_sends_a_snapshot_then_what_is_new_and_refuses_others(
     from django.test import Client
 
     from config.asgi import application
-    from tests.annotation.test_live import ORIGIN, WebsocketCommunicator, run_async
+    from tests.websockets import ORIGIN, WebsocketCommunicator, run_async
     from training.consumers import CLOSE_FORBIDDEN, run_live_path
     from training.services import training_log, training_run_create
 

@@ -6,7 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.api import ERROR
+from annotation.api.schema import ERROR
 from annotation.models import Role
 from annotation.permissions import IsManager
 from annotation.selectors import campaign_get_for_user

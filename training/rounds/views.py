@@ -20,7 +20,8 @@ from django.views.decorators.http import require_http_methods
 
 from annotation.errors import ApplicationError
 from annotation.models import AuditEntry, Campaign, Role
-from annotation.views import apply_service_error, campaign_page
+from annotation.views.access import campaign_page
+from annotation.views.forms import form_apply_error
 from training.models import TrainingRun
 from training.rounds.services import (
     FAILED,
@@ -125,7 +126,7 @@ def campaign_round_new(request: HttpRequest, campaign: Campaign) -> HttpResponse
             )
             round_queue(campaign=campaign, request=round_request, created_by=request.user)
         except ApplicationError as exc:
-            apply_service_error(exc, form)
+            form_apply_error(form, exc)
         else:
             request.session[SESSION_KEY] = {**request.session.get(SESSION_KEY, {}), str(campaign.pk): round_request.token}
             messages.info(request, "Generating replies in the background; this page opens the new round when it is ready.")

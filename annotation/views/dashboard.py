@@ -5,10 +5,10 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from annotation.consumers import campaign_dashboard_path
 from annotation.dashboard import campaign_dashboard
+from annotation.http.consumers import campaign_dashboard_path
 from annotation.models import Campaign, Role
-from annotation.views import campaign_page
+from annotation.views.access import campaign_page
 
 
 @campaign_page(Role.MANAGER)

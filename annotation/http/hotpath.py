@@ -32,7 +32,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.renderers import JSONRenderer
 
 from annotation import events
-from annotation.api import JudgmentSubmitApi, next_payload
+from annotation.api.judging import JudgmentSubmitApi, next_payload
 from annotation.errors import api_exception_handler
 from annotation.services.serving import next_for, submit_for
 

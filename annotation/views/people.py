@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -11,7 +12,6 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from annotation.errors import ApplicationError, NotFoundError
-from annotation.forms import InviteForm, MemberAddForm, MemberCapForm
 from annotation.models import Campaign, Role
 from annotation.services.people import (
     invite_accept,
@@ -28,7 +28,36 @@ from annotation.services.people import (
     membership_set_cap,
     membership_set_excluded,
 )
-from annotation.views import campaign_page
+from annotation.views.access import campaign_page
+from annotation.views.forms import form_apply_error
+
+# --- Forms ----------------------------------------------------------------------------------------
+
+
+class MemberAddForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.ANNOTATOR)
+    cap = forms.IntegerField(min_value=1, required=False, label="Cap (judgments)",
+                             help_text="Empty: no cap.")
+
+
+class MemberCapForm(forms.Form):
+    cap = forms.IntegerField(min_value=1, required=False, label="Cap")
+
+
+INVITE_LIFETIMES = [("1", "1 hour"), ("24", "1 day"), ("168", "7 days"), ("720", "30 days")]
+
+
+class InviteForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.ANNOTATOR)
+    expires_in = forms.TypedChoiceField(choices=INVITE_LIFETIMES, coerce=int, initial="168", label="Valid for")
+    max_uses = forms.IntegerField(min_value=1, required=False, label="Most uses",
+                                  help_text="Empty: anyone with the link, until it expires.")
+    cap = forms.IntegerField(min_value=1, required=False, label="Cap for who joins",
+                             help_text="Empty: no cap.")
+
+
+# --- Pages ----------------------------------------------------------------------------------------
 
 
 def _people_context(request: HttpRequest, campaign: Campaign, **forms) -> dict:
@@ -64,8 +93,7 @@ def campaign_member_add_page(request: HttpRequest, campaign: Campaign) -> HttpRe
         try:
             m = membership_add_by_username(campaign=campaign, actor=request.user, **form.cleaned_data)
         except ApplicationError as exc:
-            field, _, detail = exc.message.partition(": ")
-            form.add_error(field if field in form.fields and detail else None, detail or exc.message)
+            form_apply_error(form, exc)
         else:
             article = "an" if m.role == Role.ANNOTATOR else "a"
             messages.success(request, f"{m.user.get_username()} is now {article} {m.role} in this campaign.")

@@ -2,33 +2,42 @@
 
 import json
 
+from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from annotation.errors import ApplicationError
-from annotation.forms import (
-    AUDIT_PER_PAGE,
-    ITEM_FILTERS,
-    ITEMS_PER_PAGE,
-    CampaignForm,
-    CloseIntoDatasetForm,
-    NewVersionForm,
-    criteria_from,
-)
-from annotation.models import Campaign, Item, ItemResponse, Judgment, Membership, Role
+from annotation.models import Campaign, Judgment, Role
+from annotation.selectors import AUDIT_PER_PAGE, ITEM_FILTERS, item_page_for_campaign
 from annotation.services.audit import audit_list_for_campaign
 from annotation.services.campaigns import (
+    COPY_ITEMS,
     SCHEMA_FIELDS,
     campaign_close_into_dataset,
     campaign_new_version,
     campaign_update,
 )
-from annotation.services.datasets import items_live_consensus
-from annotation.views import _criteria_formset, apply_service_error, campaign_page
+from annotation.views.access import campaign_page
+from annotation.views.campaigns import SERVICE_FIELD, CampaignForm, criteria_formset, criteria_from
+from annotation.views.datasets import DatasetForm
+from annotation.views.forms import form_apply_error
+
+# --- Forms ----------------------------------------------------------------------------------------
+
+
+class NewVersionForm(forms.Form):
+    copy_items = forms.ChoiceField(
+        choices=list(COPY_ITEMS.items()), initial="unjudged", widget=forms.RadioSelect,
+        label="Items to carry over",
+        help_text="Judged items keep their judgments in this version, which is closed; gold checks always come along.",
+    )
+
+
+# --- Pages ----------------------------------------------------------------------------------------
+
 
 # Form fields that belong to the schema (the criteria are a formset of their own).
 SCHEMA_FORM_FIELDS = [f for f in SCHEMA_FIELDS if f != "criteria"]
@@ -41,7 +50,7 @@ def campaign_settings_page(request: HttpRequest, campaign: Campaign) -> HttpResp
     judged = Judgment.objects.filter(campaign=campaign).count()
     closed = campaign.status == Campaign.Status.CLOSED
     form = CampaignForm(request.POST or None, initial=CampaignForm.initial_from(campaign))
-    criteria = _criteria_formset(request.POST if request.method == "POST" and not judged else None, campaign)
+    criteria = criteria_formset(request.POST if request.method == "POST" and not judged else None, campaign)
     if judged or closed:
         for name in SCHEMA_FORM_FIELDS:
             form.fields[name].disabled = True
@@ -57,7 +66,7 @@ def campaign_settings_page(request: HttpRequest, campaign: Campaign) -> HttpResp
         try:
             campaign_update(campaign=campaign, actor=request.user, **kwargs)
         except ApplicationError as exc:
-            apply_service_error(exc, form, criteria)
+            form_apply_error(form, exc, renames=SERVICE_FIELD, formset=criteria)
         else:
             messages.success(request, "Settings saved.")
             return redirect("campaign_settings", campaign_id=campaign.pk)
@@ -73,14 +82,14 @@ def campaign_new_version_page(request: HttpRequest, campaign: Campaign) -> HttpR
     """Start the next version with a changed schema; this version is closed."""
     closed = campaign.status == Campaign.Status.CLOSED
     form = CampaignForm(request.POST or None, initial=CampaignForm.initial_from(campaign))
-    criteria = _criteria_formset(request.POST or None, campaign)
+    criteria = criteria_formset(request.POST or None, campaign)
     version_form = NewVersionForm(request.POST or None)
     if request.method == "POST" and not closed and form.is_valid() and criteria.is_valid() and version_form.is_valid():
         try:
             new = campaign_new_version(campaign=campaign, actor=request.user, criteria=criteria_from(criteria),
                                        copy_items=version_form.cleaned_data["copy_items"], **form.service_kwargs())
         except ApplicationError as exc:
-            apply_service_error(exc, form, criteria)
+            form_apply_error(form, exc, renames=SERVICE_FIELD, formset=criteria)
         else:
             messages.success(request, f"Version {new.version} started with {new.item_count} items; "
                                       f"version {campaign.version} is closed.")
@@ -95,7 +104,7 @@ def campaign_new_version_page(request: HttpRequest, campaign: Campaign) -> HttpR
 @require_http_methods(["POST"])
 def campaign_close_page(request: HttpRequest, campaign: Campaign) -> HttpResponse:
     """Close the campaign and build its dataset in one step, then show the dataset."""
-    form = CloseIntoDatasetForm(request.POST)
+    form = DatasetForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose an aggregation method to close the campaign into a dataset.")
         return redirect("campaign_detail", campaign_id=campaign.pk)
@@ -108,8 +117,7 @@ def campaign_close_page(request: HttpRequest, campaign: Campaign) -> HttpRespons
     return redirect("dataset_detail", dataset_id=dataset.pk)
 
 
-# --- items ------------------------------------------------------------------------------------------
-
+# --- Items: judgments and consensus in words --------------------------------------------------------
 
 
 def _answer_text(judgment: Judgment, labels: dict[int, str]) -> str:
@@ -152,40 +160,26 @@ def campaign_items_page(request: HttpRequest, campaign: Campaign) -> HttpRespons
     show = request.GET.get("show", "all")
     if show not in ITEM_FILTERS:
         show = "all"
-    query = ITEM_FILTERS[show][1]
-    items = (
-        Item.objects.filter(campaign=campaign, **query)
-        .select_related("prompt")
-        .prefetch_related(
-            Prefetch("item_responses", queryset=ItemResponse.objects.select_related("response").order_by("position")),
-            Prefetch("judgments", queryset=Judgment.objects.select_related("annotator").order_by("created_at", "pk")),
-        )
-        .order_by("pk")
-    )
-    page = Paginator(items, ITEMS_PER_PAGE).get_page(request.GET.get("page"))
-    consensus = items_live_consensus(campaign=campaign, item_ids=[i.pk for i in page.object_list])
-    excluded = set(Membership.objects.filter(campaign=campaign, excluded=True).values_list("user_id", flat=True))
-    superseded = set(
-        Judgment.objects.filter(item__in=page.object_list, supersedes__isnull=False).values_list("supersedes_id", flat=True)
-    )
+    listed = item_page_for_campaign(campaign=campaign, show=show, page=request.GET.get("page"))
     rows = []
-    for item in page.object_list:
-        responses = [link.response for link in item.item_responses.all()]
+    for row in listed.rows:
+        responses = [link.response for link in row.links]
         labels = {r.pk: f"Response {k + 1}" for k, r in enumerate(responses)}
-        c = consensus.get(item.pk)
+        c = row.consensus
         rows.append({
-            "item": item,
-            "prompt": item.prompt.messages,
+            "item": row.item,
+            "prompt": row.item.prompt.messages,
             "responses": [{"label": labels[r.pk], "response": r} for r in responses],
             "judgments": [
-                {"judgment": j, "text": _answer_text(j, labels), "excluded": j.annotator_id in excluded,
-                 "superseded": j.pk in superseded}
-                for j in item.judgments.all()
+                {"judgment": j, "text": _answer_text(j, labels), "excluded": j.annotator_id in listed.excluded,
+                 "superseded": j.pk in listed.superseded}
+                for j in row.judgments
             ],
             "consensus": None if c is None else {
                 "text": _consensus_text(c.order, c.tie, labels), "agreement": c.agreement, "judgments": c.judgments,
             },
         })
+    page = listed.page
     return render(request, "annotation/campaign_items.html", {
         "campaign": campaign, "page": page, "rows": rows, "show": show,
         "filters": [(k, label) for k, (label, _) in ITEM_FILTERS.items()],

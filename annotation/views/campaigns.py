@@ -1,15 +1,35 @@
-"""Forms of the manager's pages. They parse and label; the services decide what is valid."""
+"""Campaign pages: the home list, the wizard, a campaign's page and status, and importing items."""
 
 from typing import Any
 
 from django import forms
-from django.db.models import F
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
 from django.forms import formset_factory
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
 
 from annotation.core.importing import FORMATS
 from annotation.core.judging import MAX_SCALE_POINTS
-from annotation.models import Campaign, Dataset, Role
-from annotation.services.campaigns import COPY_ITEMS
+from annotation.errors import ApplicationError
+from annotation.http.consumers import campaign_progress_path
+from annotation.models import Campaign, Judgment, Role
+from annotation.selectors import (
+    campaign_list_for_user,
+    campaign_live_counts,
+    campaign_progress,
+    membership_role,
+    user_role,
+)
+from annotation.services.campaigns import campaign_create, campaign_set_status
+from annotation.services.imports import import_commit, import_stage
+from annotation.views.access import campaign_page
+from annotation.views.datasets import DatasetForm
+from annotation.views.forms import form_apply_error
+
+# --- Forms ----------------------------------------------------------------------------------------
+
 
 FORMAT_CHOICES = [("auto", "Detect per line"), ("arbiter", "Arbiter"), ("trl", "TRL preference"), ("hh", "Anthropic HH")]
 assert [c for c, _ in FORMAT_CHOICES] == list(FORMATS)
@@ -138,50 +158,128 @@ def criteria_from(formset) -> list[dict[str, Any]]:
     return [f.as_criterion() for f in formset.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
 
 
-class NewVersionForm(forms.Form):
-    copy_items = forms.ChoiceField(
-        choices=list(COPY_ITEMS.items()), initial="unjudged", widget=forms.RadioSelect,
-        label="Items to carry over",
-        help_text="Judged items keep their judgments in this version, which is closed; gold checks always come along.",
+def criteria_formset(data, campaign: Campaign | None = None) -> CriterionFormSet:
+    """Return the criteria formset, bound to `data` if given, showing the campaign's criteria at first."""
+    initial = [CriterionForm.initial_from(c) for c in (campaign.criteria if campaign else [])]
+    return CriterionFormSet(data, prefix="criteria", initial=initial or None)
+
+
+# --- Pages ----------------------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET"])
+def home(request: HttpRequest) -> HttpResponse:
+    role = user_role(request.user)
+    rows = []
+    for campaign in campaign_list_for_user(user=request.user).order_by("-created_at"):
+        rows.append(
+            {
+                "campaign": campaign,
+                "role": membership_role(user=request.user, campaign=campaign),
+                "progress": campaign_progress(campaign=campaign),
+            }
+        )
+    return render(request, "annotation/home.html", {"rows": rows, "role": role})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def campaign_new(request: HttpRequest) -> HttpResponse:
+    """The campaign wizard: kind, criteria, options, serving, instructions (live preview) and a judging preview."""
+    if user_role(request.user) != Role.MANAGER:
+        return render(request, "403.html", status=403)
+    form = CampaignForm(request.POST or None)
+    criteria = criteria_formset(request.POST or None)
+    if request.method == "POST" and form.is_valid() and criteria.is_valid():
+        try:
+            campaign = campaign_create(created_by=request.user, criteria=criteria_from(criteria), **form.service_kwargs())
+        except ApplicationError as exc:
+            form_apply_error(form, exc, renames=SERVICE_FIELD, formset=criteria)
+        else:
+            messages.success(request, f"Campaign “{campaign.name}” created as a draft. Import items to start.")
+            return redirect("campaign_import", campaign_id=campaign.pk)
+    return render(request, "annotation/campaign_form.html", {"form": form, "criteria": criteria, "mode": "new"})
+
+
+@campaign_page(Role.MANAGER, Role.RESEARCHER, Role.ANNOTATOR)
+@require_http_methods(["GET"])
+def campaign_detail(request: HttpRequest, campaign: Campaign) -> HttpResponse:
+    role = membership_role(user=request.user, campaign=campaign)
+    if role == Role.ANNOTATOR:
+        return redirect("campaign_judge", campaign_id=campaign.pk)
+    return render(
+        request,
+        "annotation/campaign_detail.html",
+        {"campaign": campaign, "role": role, "progress": campaign_progress(campaign=campaign),
+         "transitions": _transitions(campaign),
+         "live_counts": campaign_live_counts(campaign_id=campaign.pk),
+         "live_url": campaign_progress_path(campaign.pk),
+         "close_form": DatasetForm() if role == Role.MANAGER else None,
+         "has_judgments": Judgment.objects.filter(campaign=campaign).exists(),
+         "versions": _versions(campaign)},
     )
 
 
-class CloseIntoDatasetForm(forms.Form):
-    method = forms.ChoiceField(
-        choices=Dataset.Method.choices, initial=Dataset.Method.DAWID_SKENE, label="Aggregation method",
-        help_text="Majority counts votes; Dawid–Skene and reliability weighting trust reliable annotators more.",
-    )
+def _versions(campaign: Campaign) -> dict:
+    return {"parent": campaign.parent, "children": list(campaign.children.order_by("version", "pk"))}
 
 
-class MemberAddForm(forms.Form):
-    username = forms.CharField(max_length=150)
-    role = forms.ChoiceField(choices=Role.choices, initial=Role.ANNOTATOR)
-    cap = forms.IntegerField(min_value=1, required=False, label="Cap (judgments)",
-                             help_text="Empty: no cap.")
+def _transitions(campaign: Campaign) -> list[tuple[str, str]]:
+    from annotation.services.campaigns import _TRANSITIONS
+
+    labels = {"active": "Activate", "paused": "Pause", "closed": "Close"}
+    return [(s, labels[s]) for s in sorted(_TRANSITIONS[Campaign.Status(campaign.status)])]
 
 
-class MemberCapForm(forms.Form):
-    cap = forms.IntegerField(min_value=1, required=False, label="Cap")
+@campaign_page(Role.MANAGER)
+@require_http_methods(["POST"])
+def campaign_status(request: HttpRequest, campaign: Campaign) -> HttpResponse:
+    try:
+        campaign_set_status(campaign=campaign, status=request.POST.get("status", ""), actor=request.user)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Campaign is now {request.POST.get('status')}.")
+    return redirect("campaign_detail", campaign_id=campaign.pk)
 
 
-INVITE_LIFETIMES = [("1", "1 hour"), ("24", "1 day"), ("168", "7 days"), ("720", "30 days")]
+@campaign_page(Role.MANAGER)
+@require_http_methods(["GET", "POST"])
+def campaign_import(request: HttpRequest, campaign: Campaign) -> HttpResponse:
+    """Validate an upload and show its report; nothing is stored until the manager confirms."""
+    from django.conf import settings
+
+    form = ImportForm(request.POST or None, request.FILES or None)
+    staged = None
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        if upload.size > settings.ARBITER_IMPORT_MAX_BYTES:
+            form.add_error("file", f"The file is larger than the {settings.ARBITER_IMPORT_MAX_BYTES} byte limit.")
+        else:
+            try:
+                staged = import_stage(campaign=campaign, upload=upload.open("rb"), filename=upload.name,
+                                      format=form.cleaned_data["format"])
+            except ApplicationError as exc:
+                form_apply_error(form, exc)
+    confirm = ImportConfirmForm(initial={"token": staged.token}) if staged and staged.ok else None
+    return render(request, "annotation/campaign_import.html",
+                  {"campaign": campaign, "form": form, "staged": staged, "confirm": confirm})
 
 
-class InviteForm(forms.Form):
-    role = forms.ChoiceField(choices=Role.choices, initial=Role.ANNOTATOR)
-    expires_in = forms.TypedChoiceField(choices=INVITE_LIFETIMES, coerce=int, initial="168", label="Valid for")
-    max_uses = forms.IntegerField(min_value=1, required=False, label="Most uses",
-                                  help_text="Empty: anyone with the link, until it expires.")
-    cap = forms.IntegerField(min_value=1, required=False, label="Cap for who joins",
-                             help_text="Empty: no cap.")
-
-
-# The items page's filter ("show"), shared by the page and the API.
-ITEM_FILTERS = {
-    "all": ("All items", {}),
-    "open": ("Still wanted", {"is_gold": False, "judgment_count__lt": F("target")}),
-    "judged": ("Judged", {"judgment_count__gte": 1}),
-    "gold": ("Gold checks", {"is_gold": True}),
-}
-ITEMS_PER_PAGE = 20
-AUDIT_PER_PAGE = 50
+@campaign_page(Role.MANAGER)
+@require_http_methods(["POST"])
+def campaign_import_confirm(request: HttpRequest, campaign: Campaign) -> HttpResponse:
+    """Commit a validated upload, all or nothing."""
+    form = ImportConfirmForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Nothing was imported: the confirmation was incomplete. Upload the file again.")
+        return redirect("campaign_import", campaign_id=campaign.pk)
+    try:
+        result = import_commit(campaign=campaign, token=form.cleaned_data["token"], actor=request.user)
+    except ApplicationError as exc:
+        messages.error(request, f"Nothing was imported. {exc.message}")
+        return redirect("campaign_import", campaign_id=campaign.pk)
+    kinds = ", ".join(f"{n} {fmt}" for fmt, n in sorted(result.formats.items()))
+    messages.success(request, f"Imported {result.items} items ({kinds}).")
+    return redirect("campaign_detail", campaign_id=campaign.pk)

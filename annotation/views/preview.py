@@ -27,17 +27,13 @@ from annotation.core.judging import (
     validate_criteria,
 )
 from annotation.errors import ApplicationError, ForbiddenError, NotFoundError
-from annotation.forms import CampaignForm, criteria_from
 from annotation.models import Campaign, Item, ItemResponse, Role
 from annotation.selectors import campaign_get_for_user, campaign_live_counts, user_role
 from annotation.services.serving import SKIP_REASONS
-from annotation.views import (
-    _criteria_formset,
-    apply_service_error,
-    campaign_judge_settings,
-    campaign_page,
-    judge_config,
-)
+from annotation.views.access import campaign_page
+from annotation.views.campaigns import SERVICE_FIELD, CampaignForm, criteria_formset, criteria_from
+from annotation.views.forms import form_apply_error
+from annotation.views.judging import campaign_judge_settings, judge_config
 
 _SALT = "arbiter.judge-preview"
 TOKEN_MAX_AGE = 24 * 3600
@@ -89,14 +85,15 @@ def campaign_preview_draft(request: HttpRequest) -> HttpResponse:
     if user_role(request.user) != Role.MANAGER:
         return render(request, "403.html", status=403)
     form = CampaignForm(request.POST)
-    criteria = _criteria_formset(request.POST)
+    criteria = criteria_formset(request.POST)
     if form.is_valid() and criteria.is_valid():
         settings = {**form.service_kwargs(), "criteria": criteria_from(criteria)}
         try:
             settings["criteria"] = [c.as_dict() for c in validate_criteria(settings["kind"], settings["criteria"])]
         except CriteriaError as exc:
             field = str(exc).split(":", 1)[0].split("[", 1)[0].split(".", 1)[0]
-            apply_service_error(ApplicationError(str(exc), extra={"fields": {field: [str(exc)]}}), form, criteria)
+            form_apply_error(form, ApplicationError(str(exc), extra={"fields": {field: [str(exc)]}}),
+                             renames=SERVICE_FIELD, formset=criteria)
         else:
             return _render_preview(request, settings=settings, campaign=_items_from(request, settings["kind"]),
                                    name=settings["name"])

@@ -1,17 +1,16 @@
-"""REST API v1: the campaign dashboard, the same payload the dashboard's websocket pushes."""
+"""REST API v1, dashboard: the campaign dashboard, the same payload the dashboard's websocket pushes."""
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.api.schema import ERROR
 from annotation.dashboard import campaign_dashboard
 from annotation.models import Role
 from annotation.permissions import IsManager
 from annotation.selectors import campaign_get_for_user
-
-ERROR = inline_serializer("DashboardError", {"message": serializers.CharField(), "extra": serializers.DictField()})
 
 
 class CampaignDashboardApi(APIView):

@@ -1,0 +1,2 @@
+"""REST API v1 (`/api/v1/`), one module per domain; one view per operation: parse, authorize, call one
+service, serialize."""
