@@ -1,7 +1,7 @@
 """Training-run configurations: the shared base and the reward model's. No Django, no torch here.
 
 `RunConfig` is the base of every kind's config (`RewardModelConfig` here, `training.dpo.DPOConfig`,
-`training.ppo.PPOConfig`): the type checks of the fields, `from_dict` and `to_dict`;
+`training.ppo.config.PPOConfig`): the type checks of the fields, `from_dict` and `to_dict`;
 `TrainerRunConfig` adds the checks shared by the kinds built on transformers' Trainer.
 
 `RewardModelConfig` is what a TrainingRun stores and what `train_reward_model` takes. It is

@@ -10,7 +10,7 @@ check of their preference rows, the result they return, the Trainer arguments th
 train-then-evaluate phase.
 
 torch and transformers are imported inside the functions that use them, so that the modules of
-configs (`training.ppo`, `training.dpo`) stay importable without them.
+configs (`training.ppo.config`, `training.dpo`) stay importable without them.
 """
 
 from __future__ import annotations

@@ -20,24 +20,22 @@ from safetensors.torch import load_file  # noqa: E402
 from training.config import ConfigError  # noqa: E402
 from training.formatting import FormatError  # noqa: E402
 from training.generation import encode_prompt  # noqa: E402
-from training.ppo import (  # noqa: E402
+from training.ppo.config import PPOConfig  # noqa: E402
+from training.ppo.core import (  # noqa: E402
     KLController,
-    PPOConfig,
-    PPOTrainer,
     RunningMoments,
     compute_gae,
-    forward_logprobs,
     kl_per_token,
     masked_mean,
     masked_var,
     masked_whiten,
     per_token_rewards,
-    ppo_generation_config,
     ppo_losses,
     step_warnings,
-    train_ppo,
     truncate_after_stop,
 )
+from training.ppo.modeling import forward_logprobs, ppo_generation_config  # noqa: E402
+from training.ppo.trainer import PPOTrainer, train_ppo  # noqa: E402
 from training.scoring import load_scorer  # noqa: E402
 
 PROMPTS = [
@@ -304,7 +302,7 @@ def test_bad_config_values_are_refused_naming_the_field(overrides, field, messag
 def test_the_config_imports_without_torch_or_transformers():
     """The web process validates PPO configs without loading torch or transformers."""
     code = (
-        "import sys; from training.ppo import PPOConfig; PPOConfig(output_dir='/tmp/ppo'); "
+        "import sys; from training.ppo.config import PPOConfig; PPOConfig(output_dir='/tmp/ppo'); "
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -197,7 +197,8 @@ def test_a_killed_ppo_run_resumes_on_the_trajectory_it_would_have_taken(
     import torch
     from safetensors.torch import load_file
 
-    from training.ppo import PPOConfig, train_ppo
+    from training.ppo.config import PPOConfig
+    from training.ppo.trainer import train_ppo
 
     config = {
         "learning_rate": 3e-3, "num_steps": 30, "batch_size": 4, "mini_batch_size": 2, "num_ppo_epochs": 1,
