@@ -44,6 +44,7 @@ class RunConfig:
     NUMBER_FIELDS: ClassVar[tuple[str, ...]] = ()
     OPTIONAL_NUMBER_FIELDS: ClassVar[tuple[str, ...]] = ()
     BOOL_FIELDS: ClassVar[tuple[str, ...]] = ()
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}  # allowed values of string fields
 
     if TYPE_CHECKING:
         output_dir: str
@@ -288,6 +289,11 @@ class RewardModelConfig(TrainerRunConfig):
     )
     OPTIONAL_NUMBER_FIELDS: ClassVar[tuple[str, ...]] = ("center_rewards_coefficient",)
     BOOL_FIELDS: ClassVar[tuple[str, ...]] = ("use_margin", "gradient_checkpointing")
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "truncation": TRUNCATION_POLICIES,
+        "mixed_precision": MIXED_PRECISION,
+        "lr_scheduler_type": LR_SCHEDULERS,
+    }
 
     def __post_init__(self) -> None:
         self.check_types()

@@ -32,7 +32,6 @@ from training.config import (
     TrainerRunConfig,
     choices,
 )
-from training.runner import TrainerSpec, register
 from training.trainer_utils import (
     CHECKPOINTS,
     DatasetError,
@@ -160,6 +159,12 @@ class DPOConfig(TrainerRunConfig):
         "eval_fraction",
     )
     BOOL_FIELDS: ClassVar[tuple[str, ...]] = ("gradient_checkpointing",)
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "loss_type": LOSS_TYPES,
+        "truncation": TRUNCATION_POLICIES,
+        "mixed_precision": MIXED_PRECISION,
+        "lr_scheduler_type": LR_SCHEDULERS,
+    }
 
     def __post_init__(self) -> None:
         self.check_types()
@@ -618,22 +623,6 @@ def train_dpo_run(
         resume_from_checkpoint=resume_from_checkpoint,
     )
 
-
-register(
-    TrainerSpec(
-        kind="dpo",
-        config_class="training.dpo:DPOConfig",
-        train="training.dpo:train_dpo_run",
-        title="DPO",
-        data="preference",
-        choices={
-            "loss_type": LOSS_TYPES,
-            "truncation": TRUNCATION_POLICIES,
-            "mixed_precision": MIXED_PRECISION,
-            "lr_scheduler_type": LR_SCHEDULERS,
-        },
-    )
-)
 
 __all__ = [
     "DPOConfig",

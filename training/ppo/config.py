@@ -171,6 +171,11 @@ class PPOConfig(RunConfig):
         "kl_target",
         "reward_clip",
     )
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "kl_estimator": KL_ESTIMATORS,
+        "reward_normalization": REWARD_NORMALIZATIONS,
+        "lr_decay": LR_DECAYS,
+    }
 
     def __post_init__(self) -> None:
         self.check_types()

@@ -43,13 +43,7 @@ import numpy as np
 from training.config import ConfigError
 from training.formatting import FormatError, check_messages, truncate_left
 from training.generation import PromptInput, encode_prompt, eos_token_ids
-from training.ppo.config import (
-    KL_ESTIMATORS,
-    LR_DECAYS,
-    REWARD_NORMALIZATIONS,
-    PPOConfig,
-    PPOResult,
-)
+from training.ppo.config import PPOConfig, PPOResult
 from training.ppo.core import (
     KLController,
     PromptSampler,
@@ -845,27 +839,3 @@ __all__ = [
     "train_ppo_run",
 ]
 
-
-def _register() -> None:
-    from training.runner import TrainerSpec, register
-
-    register(
-        TrainerSpec(
-            kind="ppo",
-            config_class="training.ppo.config:PPOConfig",
-            train="training.ppo.trainer:train_ppo_run",
-            title="PPO",
-            data="prompts",
-            choices={
-                "kl_estimator": KL_ESTIMATORS,
-                "reward_normalization": REWARD_NORMALIZATIONS,
-                "lr_decay": LR_DECAYS,
-            },
-            model_paths=("reward_model_path", "reference_path"),
-            required_model_paths=("reward_model_path",),
-            multi_gpu=False,  # one device: the rollout, scoring and update share it
-        )
-    )
-
-
-_register()
