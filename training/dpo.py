@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from training.checkpoints import CHECKPOINTS
 from training.config import (
     LR_SCHEDULERS,
     MIXED_PRECISION,
@@ -33,7 +34,6 @@ from training.config import (
     choices,
 )
 from training.trainer_utils import (
-    CHECKPOINTS,
     DatasetError,
     TrainerResult,
     card_metric_table,
@@ -342,7 +342,7 @@ def train_dpo(
         progress,
         DPOResult,
         resume_path=resume_path,
-        checkpoint_root=checkpoint_root,
+        output_dir=output_dir,
         counts={
             "pairs": len(pairs),
             "train_pairs": len(train_rows),

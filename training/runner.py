@@ -281,32 +281,6 @@ def outcome_of(result: Any) -> dict[str, Any]:
     return outcome
 
 
-def last_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
-    """Return the newest `checkpoint-N` folder under `<output_dir>/checkpoints`, or None."""
-    root = Path(output_dir) / "checkpoints"
-    if not root.is_dir():
-        return None
-    best: tuple[int, Path] | None = None
-    for child in root.iterdir():
-        name = child.name
-        if child.is_dir() and name.startswith("checkpoint-") and name[11:].isdigit():
-            # trainer_state.json: a transformers Trainer's checkpoint; .pt: Arbiter's PPO one.
-            state = child / "trainer_state.json", child / "trainer_state.pt"
-            if (state[0].is_file() or state[1].is_file()) and (
-                best is None or int(name[11:]) > best[0]
-            ):
-                best = (int(name[11:]), child)
-    return best[1] if best else None
-
-
-def checkpoint_step(path: str | os.PathLike[str] | None) -> int | None:
-    """Return the step a `checkpoint-N` folder was saved at."""
-    if path is None:
-        return None
-    name = Path(path).name
-    return int(name[11:]) if name.startswith("checkpoint-") and name[11:].isdigit() else None
-
-
 # --- one run, across processes with accelerate ---------------------------------------------------
 
 

@@ -18,8 +18,8 @@ from django.db import connection
 from django.utils import timezone
 
 from tests.conftest import ROOT
+from training.checkpoints import last_checkpoint
 from training.models import TrainingMetric, TrainingRun
-from training.runner import last_checkpoint
 from training.services import training_run_create, training_run_resume, training_runs_recover_stale
 
 from .test_runs_support import TINY_CONFIG, build_dataset, judge_all, private_broker, wait_for

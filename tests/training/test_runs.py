@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from annotation.errors import ApplicationError, ConflictError
+from training.checkpoints import last_checkpoint
 from training.execution import training_run_execute
 from training.models import TrainingMetric, TrainingRun
-from training.runner import last_checkpoint
 from training.services import training_run_cancel, training_run_create, training_run_resume
 from training.tasks import run_training
 

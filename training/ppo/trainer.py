@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from training.checkpoints import CHECKPOINTS, PPO_STATE, checkpoints, last_checkpoint
 from training.config import ConfigError
 from training.formatting import FormatError, check_messages, truncate_left
 from training.generation import PromptInput, encode_prompt, eos_token_ids
@@ -70,7 +71,6 @@ from training.ppo.modeling import (
     value_head,
 )
 from training.trainer_utils import (
-    CHECKPOINTS,
     MODEL,
     card_metric_table,
     card_provenance,
@@ -86,7 +86,6 @@ if TYPE_CHECKING:
 
     from training.scoring import RewardScorer
 
-STATE_FILE = "trainer_state.pt"
 ARBITER_FILE = "arbiter_ppo.json"
 
 RewardFn = Callable[[list[PromptInput], list[str]], Sequence[float]]
@@ -144,7 +143,7 @@ class PPOTrainer:
         )
         resume_dir = self._prepare_output_dir(resume_from_checkpoint)
         state = (
-            torch.load(resume_dir / STATE_FILE, map_location="cpu", weights_only=True)
+            torch.load(resume_dir / PPO_STATE, map_location="cpu", weights_only=True)
             if resume_dir
             else None
         )
@@ -435,7 +434,7 @@ class PPOTrainer:
             warnings=list(self.warnings),
             samples=list(self.samples),
             artifact_dir=None,
-            checkpoint_dir=_last_checkpoint(self.checkpoint_root),
+            checkpoint_dir=last_checkpoint(self.output_dir, state_files=(PPO_STATE,)),
             train_runtime=time.perf_counter() - started,
             tokenizer_changes=list(self.tokenizer_changes),
         )
@@ -552,8 +551,8 @@ class PPOTrainer:
             resume_from_checkpoint,
             same="config, prompts and models",
             describe_change=lambda changed: f"the {', '.join(changed)} differ(s)",
-            last_checkpoint=_last_checkpoint,
-            state_file=STATE_FILE,
+            state_file=PPO_STATE,
+            require_state=True,
             kind="PPO",
         )
 
@@ -593,11 +592,13 @@ class PPOTrainer:
             "samples": self.samples,
             "tokenizer_changes": self.tokenizer_changes,
         }
-        torch.save(state, partial / STATE_FILE)
+        torch.save(state, partial / PPO_STATE)
         shutil.rmtree(path, ignore_errors=True)
         partial.rename(path)  # a checkpoint is complete or absent, never half written
         if self.config.save_total_limit is not None:
-            for old in _checkpoints(self.checkpoint_root)[: -self.config.save_total_limit]:
+            for old in checkpoints(self.output_dir, state_files=(PPO_STATE,))[
+                : -self.config.save_total_limit
+            ]:
                 shutil.rmtree(old)
         return path
 
@@ -806,28 +807,6 @@ def prompt_messages(prompt: Any, where: str) -> list[dict[str, str]]:
             "turn the policy answers"
         )
     return messages
-
-
-# -- private helpers ------------------------------------------------------------------------------
-
-
-def _checkpoints(checkpoint_root: Path) -> list[Path]:
-    if not checkpoint_root.is_dir():
-        return []
-    found = [
-        p
-        for p in checkpoint_root.iterdir()
-        if p.is_dir()
-        and p.name.startswith("checkpoint-")
-        and p.name[11:].isdigit()
-        and (p / STATE_FILE).is_file()
-    ]
-    return sorted(found, key=lambda p: int(p.name[11:]))
-
-
-def _last_checkpoint(checkpoint_root: Path) -> Path | None:
-    found = _checkpoints(checkpoint_root)
-    return found[-1] if found else None
 
 
 __all__ = [
