@@ -182,7 +182,18 @@ def config_fields(spec: TrainerSpec) -> list[ConfigField]:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Return the docstring written under each field of a dataclass (PEP 257 attribute docstrings)."""
+    """Return the docstring written under each field of a dataclass (PEP 257 attribute docstrings).
+
+    A field redeclared without one keeps the docstring of the base class that declared it.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is not object:
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):
