@@ -22,7 +22,7 @@ from training.checkpoints import last_checkpoint
 from training.models import TrainingMetric, TrainingRun
 from training.services import training_run_create, training_run_resume, training_runs_recover_stale
 
-from .test_runs_support import TINY_CONFIG, build_dataset, judge_all, private_broker, wait_for
+from .support import TINY_CONFIG, build_dataset, judge_all, private_broker, wait_for
 
 pytestmark = [pytest.mark.training, pytest.mark.django_db(transaction=True)]
 

@@ -9,7 +9,7 @@ from annotation.services.campaigns import membership_add
 from training.execution import training_run_execute
 from training.models import TrainingRun
 
-from .test_runs_support import (
+from .support import (
     TINY_CONFIG,
     apply_training_settings,
     make_ready_dataset,

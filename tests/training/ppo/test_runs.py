@@ -12,7 +12,7 @@ from training.models import TrainingMetric
 from training.services import training_run_cancel, training_run_create, training_run_resume
 from training.tasks import run_training
 
-from .test_runs_support import apply_training_settings, make_ready_dataset
+from ..support import apply_training_settings, make_ready_dataset
 
 pytestmark = [pytest.mark.training, pytest.mark.django_db]
 
