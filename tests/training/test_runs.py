@@ -13,14 +13,9 @@ from training.models import TrainingMetric, TrainingRun
 from training.services import training_run_cancel, training_run_create, training_run_resume
 from training.tasks import run_training
 
-from .support import TINY_CONFIG, apply_training_settings, make_ready_dataset
+from .support import TINY_CONFIG, make_ready_dataset
 
 pytestmark = [pytest.mark.training, pytest.mark.django_db]
-
-
-@pytest.fixture
-def training_settings(settings, tiny_models, tmp_path):
-    return apply_training_settings(settings, tiny_models, tmp_path)
 
 
 @pytest.fixture

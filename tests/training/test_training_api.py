@@ -11,17 +11,11 @@ from training.models import TrainingRun
 
 from .support import (
     TINY_CONFIG,
-    apply_training_settings,
     make_ready_dataset,
     private_broker,
 )
 
 pytestmark = [pytest.mark.training, pytest.mark.django_db]
-
-
-@pytest.fixture
-def training_settings(settings, tiny_models, tmp_path):
-    return apply_training_settings(settings, tiny_models, tmp_path)
 
 
 @pytest.fixture
