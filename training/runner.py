@@ -10,7 +10,8 @@ without importing torch. Every training function follows one calling convention:
 where `dataset` is a list of rows (TRL preference rows of a snapshot, or prompt rows), and the
 result has `status` ("completed" | "stopped"), `global_step`, `total_steps`, `metrics`,
 `artifact_dir` and `checkpoint_dir` (as `training.reward.TrainResult` does). The config class
-has `from_dict` (raising `ConfigError(field, message)`) and `to_dict`, and an `output_dir` field.
+has `from_dict` (raising `ConfigError(field, message)`) and `to_dict`, an `output_dir` field, and
+`CHOICES`, the allowed values of its string fields (which forms offer).
 
 Every kind is one row of `TRAINERS`, declared here: importing a trainer module registers
 nothing, and nothing is imported until a spec loads its config class or training function.

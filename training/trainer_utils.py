@@ -1,9 +1,10 @@
 """What the training functions share: a run's folder, its resume checks and its record. No Django.
 
 Every kind of run writes to its `output_dir`: `run.json` (what the run is: its config, a
-fingerprint of its data, its models), `checkpoints/` (resumable states) and `model/` (the
-artifacts, with a summary and a model card). `prepare_output_dir` records the identity when a run
-starts and refuses to resume a checkpoint of a different run.
+fingerprint of its data, its models), `checkpoints/` (resumable states, which
+`training.checkpoints` finds) and `model/` (the artifacts, with a summary and a model card).
+`prepare_output_dir` records the identity when a run starts and refuses to resume a checkpoint
+of a different run.
 
 The kinds trained with transformers' Trainer through TRL (reward model, DPO) also share the
 check of their preference rows, the result they return, the Trainer arguments they set and the
