@@ -19,7 +19,7 @@ with a fresh SQLite database, and goes through Arbiter's own code paths:
 3. **Aggregate** the round's judgments into a reliability-weighted dataset snapshot.
 4. **Reward model** trained on every snapshot so far (`training.reward.train_reward_model`);
    reported: its held-out accuracy, and its agreement with the hidden preference on fresh pairs.
-5. **PPO** (`training.ppo.train_ppo`) from the current policy against that reward model; KL to
+5. **PPO** (`training.ppo.trainer.train_ppo`) from the current policy against that reward model; KL to
    the reference reported.
 6. **Score** the new policy with the hidden preference on held-out prompts (mean per response),
    then start the next round from it.
@@ -343,7 +343,8 @@ def run(args: argparse.Namespace) -> list[RoundReport]:
     from annotation.services.imports import items_import
     from training.config import RewardModelConfig
     from training.generation import generate_responses
-    from training.ppo import PPOConfig, train_ppo
+    from training.ppo.config import PPOConfig
+    from training.ppo.trainer import train_ppo
     from training.reward import train_reward_model
     from training.rounds.services import Candidate, PromptCandidates, round_create
     from training.scoring import load_scorer

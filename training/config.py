@@ -1,8 +1,9 @@
 """Training-run configurations: the shared base and the reward model's. No Django, no torch here.
 
 `RunConfig` is the base of every kind's config (`RewardModelConfig` here, `training.dpo.DPOConfig`,
-`training.ppo.PPOConfig`): the type checks of the fields, `from_dict` and `to_dict`;
-`TrainerRunConfig` adds the checks shared by the kinds built on transformers' Trainer.
+`training.ppo.config.PPOConfig`): the type checks of the fields, `from_dict` and `to_dict`;
+`TrainerRunConfig` declares the fields, and holds the checks, shared by the kinds built on
+transformers' Trainer.
 
 `RewardModelConfig` is what a TrainingRun stores and what `train_reward_model` takes. It is
 validated when created, like TRL's configs, and every error names the field and the fix, so a
@@ -35,8 +36,8 @@ class RunConfig:
 
     A run config is a dataclass with an `output_dir` field that subclasses this class, names
     its fields by type in the class variables below and calls `check_types()` first in its
-    `__post_init__`. This class declares no fields, so a config's `dataclasses.fields` (and the
-    docs written under them, which forms show) are exactly those of its own class body.
+    `__post_init__`. This class declares no fields: a config's `dataclasses.fields` (and the
+    docs written under them, which forms show) are those of its dataclass and its dataclass bases.
     """
 
     INT_FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -44,6 +45,7 @@ class RunConfig:
     NUMBER_FIELDS: ClassVar[tuple[str, ...]] = ()
     OPTIONAL_NUMBER_FIELDS: ClassVar[tuple[str, ...]] = ()
     BOOL_FIELDS: ClassVar[tuple[str, ...]] = ()
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}  # allowed values of string fields
 
     if TYPE_CHECKING:
         output_dir: str
@@ -108,24 +110,133 @@ class RunConfig:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
 
+@dataclass
 class TrainerRunConfig(RunConfig):
-    """A run config that maps onto transformers' `TrainingArguments` (reward model, DPO).
+    """The settings that the kinds trained with transformers' Trainer share (reward model, DPO).
 
-    Its checks of the fields that both kinds share, with the same messages; each kind calls
-    them from its `__post_init__` among its own checks.
+    Each field is declared here once, with its type and place in the config; a kind redeclares
+    a field only to give it its own default or a docstring that speaks of that kind. The checks
+    of these fields are the methods below, which each kind calls from its `__post_init__`
+    among its own checks.
     """
 
-    if TYPE_CHECKING:
-        num_train_epochs: float
-        max_steps: int | None
-        eval_steps: int | None
-        weight_decay: float
-        warmup_ratio: float
-        lr_scheduler_type: str
-        max_grad_norm: float
-        eval_fraction: float
-        seed: int
-        mixed_precision: str
+    output_dir: str
+    """Folder of the run: `checkpoints/` (for resuming) and `model/` (the final artifacts)."""
+
+    learning_rate: float = 1e-4
+    """Peak AdamW learning rate."""
+
+    num_train_epochs: float = 1.0
+    """Passes over the training pairs; ignored when `max_steps` is set."""
+
+    max_steps: int | None = None
+    """Optimizer steps to run; when set it overrides `num_train_epochs`."""
+
+    per_device_train_batch_size: int = 8
+    """Preference pairs per device per micro-batch (each pair is two sequences)."""
+
+    per_device_eval_batch_size: int = 16
+    """Preference pairs per device per evaluation batch."""
+
+    gradient_accumulation_steps: int = 1
+    """Micro-batches accumulated before each optimizer step."""
+
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+
+    warmup_ratio: float = 0.0
+    """Share of the total steps spent warming the learning rate up from 0."""
+
+    lr_scheduler_type: str = "linear"
+    """Learning-rate schedule after warm-up: one of `LR_SCHEDULERS`."""
+
+    max_grad_norm: float = 1.0
+    """Gradient-norm clipping threshold."""
+
+    max_length: int = 512
+    """Most tokens of prompt + reply; longer pairs follow `truncation`."""
+
+    truncation: str = "truncate_left"
+    """What to do with a pair over `max_length`: `"truncate_left"` cuts tokens from the front,
+    `"drop"` leaves the pair out; both are counted, never silent."""
+
+    eval_fraction: float = 0.1
+    """Share of the pairs held out (by a seeded shuffle) for evaluation; 0 disables it."""
+
+    eval_steps: int | None = 50
+    """Evaluate the held-out pairs every this many steps (and always once at the end);
+    None evaluates only at the end."""
+
+    logging_steps: int = 10
+    """Report training metrics (and call `on_step`) every this many steps."""
+
+    save_steps: int = 50
+    """Save a resumable checkpoint every this many steps (and when stopped)."""
+
+    save_total_limit: int | None = 2
+    """Keep at most this many checkpoints; None keeps them all."""
+
+    seed: int = 42
+    """Seed of the held-out split and the data order."""
+
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory (slower)."""
+
+    mixed_precision: str = "auto"
+    """`"auto"` (bf16 on a GPU that supports it, float32 elsewhere), `"no"`, `"bf16"` or
+    `"fp16"`. bf16 on a CPU without native support is many times slower."""
+
+    INT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "max_length",
+        "logging_steps",
+        "save_steps",
+        "seed",
+    )
+    OPTIONAL_INT_FIELDS: ClassVar[tuple[str, ...]] = ("max_steps", "eval_steps", "save_total_limit")
+    NUMBER_FIELDS: ClassVar[tuple[str, ...]] = (
+        "learning_rate",
+        "num_train_epochs",
+        "weight_decay",
+        "warmup_ratio",
+        "max_grad_norm",
+        "eval_fraction",
+    )
+    BOOL_FIELDS: ClassVar[tuple[str, ...]] = ("gradient_checkpointing",)
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "truncation": TRUNCATION_POLICIES,
+        "mixed_precision": MIXED_PRECISION,
+        "lr_scheduler_type": LR_SCHEDULERS,
+    }
+
+    def check_learning_rate(self, typical: str) -> None:
+        """Refuse a learning rate outside (0, 1); `typical` names the usual values of the kind."""
+        if not 0 < self.learning_rate < 1:
+            raise ConfigError(
+                "learning_rate",
+                f"`learning_rate` must be > 0 and < 1, got {self.learning_rate}. Use a small positive "
+                f"value such as {typical} to 1e-3 (tiny models).",
+            )
+
+    def check_max_length(self, model: str) -> None:
+        """Refuse fewer than 8 tokens; `model` names the model whose position limit bounds it."""
+        if self.max_length < 8:
+            raise ConfigError(
+                "max_length",
+                f"`max_length` must be >= 8 tokens, got {self.max_length}. Typical values are 512 to "
+                f"2048; it cannot exceed the {model}'s position limit.",
+            )
+
+    def check_truncation(self, fix: str) -> None:
+        """Check `truncation` against `TRUNCATION_POLICIES`; `fix` says what each policy does."""
+        if self.truncation not in TRUNCATION_POLICIES:
+            raise ConfigError(
+                "truncation",
+                f"`truncation` must be one of {choices(TRUNCATION_POLICIES)}, got {self.truncation!r}. "
+                f"{fix}",
+            )
 
     def check_schedule(self, at_least_one: tuple[str, ...]) -> None:
         """Check the training length, the counts `at_least_one`, the intervals and the optimizer."""
@@ -192,38 +303,8 @@ class TrainerRunConfig(RunConfig):
 class RewardModelConfig(TrainerRunConfig):
     """Settings of one reward-model training run (Bradley–Terry loss, TRL's `RewardTrainer`)."""
 
-    output_dir: str
-    """Folder of the run: `checkpoints/` (for resuming) and `model/` (the final artifacts)."""
-
     learning_rate: float = 1e-4
     """Peak AdamW learning rate; 1e-5 to 5e-5 suits pretrained backbones, 1e-3 tiny ones."""
-
-    num_train_epochs: float = 1.0
-    """Passes over the training pairs; ignored when `max_steps` is set."""
-
-    max_steps: int | None = None
-    """Optimizer steps to run; when set it overrides `num_train_epochs`."""
-
-    per_device_train_batch_size: int = 8
-    """Preference pairs per device per micro-batch (each pair is two sequences)."""
-
-    per_device_eval_batch_size: int = 16
-    """Preference pairs per device per evaluation batch."""
-
-    gradient_accumulation_steps: int = 1
-    """Micro-batches accumulated before each optimizer step."""
-
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-
-    warmup_ratio: float = 0.0
-    """Share of the total steps spent warming the learning rate up from 0."""
-
-    lr_scheduler_type: str = "linear"
-    """Learning-rate schedule after warm-up: one of `LR_SCHEDULERS`."""
-
-    max_grad_norm: float = 1.0
-    """Gradient-norm clipping threshold."""
 
     max_length: int = 512
     """Most tokens of one conversation (prompt + reply); longer ones follow `truncation`."""
@@ -233,22 +314,6 @@ class RewardModelConfig(TrainerRunConfig):
     front of the conversation (the replies differ at the end, so cutting the end could make
     chosen and rejected identical); `"drop"` leaves the pair out. Both are counted and
     reported in the result and the model card, never silent."""
-
-    eval_fraction: float = 0.1
-    """Share of the pairs held out (by a seeded shuffle) for evaluation; 0 disables it."""
-
-    eval_steps: int | None = 50
-    """Evaluate the held-out pairs every this many steps (and always once at the end);
-    None evaluates only at the end."""
-
-    logging_steps: int = 10
-    """Report training metrics (and call `on_step`) every this many steps."""
-
-    save_steps: int = 50
-    """Save a resumable checkpoint every this many steps (and when stopped)."""
-
-    save_total_limit: int | None = 2
-    """Keep at most this many checkpoints; None keeps them all."""
 
     seed: int = 42
     """Seed of the held-out split, the head initialization and the data order."""
@@ -261,42 +326,12 @@ class RewardModelConfig(TrainerRunConfig):
     """Subtract each pair's `margin` (preference strength) inside the loss:
     `-logsigmoid(r_chosen - r_rejected - margin)`. Every pair must then carry a margin."""
 
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory (slower)."""
-
-    mixed_precision: str = "auto"
-    """`"auto"` (bf16 on a GPU that supports it, float32 elsewhere), `"no"`, `"bf16"` or
-    `"fp16"`. bf16 on a CPU without native support is many times slower."""
-
-    INT_FIELDS: ClassVar[tuple[str, ...]] = (
-        "per_device_train_batch_size",
-        "per_device_eval_batch_size",
-        "gradient_accumulation_steps",
-        "max_length",
-        "logging_steps",
-        "save_steps",
-        "seed",
-    )
-    OPTIONAL_INT_FIELDS: ClassVar[tuple[str, ...]] = ("max_steps", "eval_steps", "save_total_limit")
-    NUMBER_FIELDS: ClassVar[tuple[str, ...]] = (
-        "learning_rate",
-        "num_train_epochs",
-        "weight_decay",
-        "warmup_ratio",
-        "max_grad_norm",
-        "eval_fraction",
-    )
     OPTIONAL_NUMBER_FIELDS: ClassVar[tuple[str, ...]] = ("center_rewards_coefficient",)
-    BOOL_FIELDS: ClassVar[tuple[str, ...]] = ("use_margin", "gradient_checkpointing")
+    BOOL_FIELDS: ClassVar[tuple[str, ...]] = ("use_margin", *TrainerRunConfig.BOOL_FIELDS)
 
     def __post_init__(self) -> None:
         self.check_types()
-        if not 0 < self.learning_rate < 1:
-            raise ConfigError(
-                "learning_rate",
-                f"`learning_rate` must be > 0 and < 1, got {self.learning_rate}. Use a small positive "
-                "value such as 1e-5 (pretrained backbones) to 1e-3 (tiny models).",
-            )
+        self.check_learning_rate("1e-5 (pretrained backbones)")
         self.check_schedule(
             (
                 "per_device_train_batch_size",
@@ -306,19 +341,11 @@ class RewardModelConfig(TrainerRunConfig):
                 "save_steps",
             )
         )
-        if self.max_length < 8:
-            raise ConfigError(
-                "max_length",
-                f"`max_length` must be >= 8 tokens, got {self.max_length}. Typical values are 512 to "
-                "2048; it cannot exceed the base model's position limit.",
-            )
-        if self.truncation not in TRUNCATION_POLICIES:
-            raise ConfigError(
-                "truncation",
-                f"`truncation` must be one of {choices(TRUNCATION_POLICIES)}, got {self.truncation!r}. "
-                "Use 'truncate_left' to cut long conversations from the front, or 'drop' to leave "
-                "long pairs out.",
-            )
+        self.check_max_length("base model")
+        self.check_truncation(
+            "Use 'truncate_left' to cut long conversations from the front, or 'drop' to leave "
+            "long pairs out."
+        )
         self.check_held_out()
         if self.center_rewards_coefficient is not None and self.center_rewards_coefficient < 0:
             raise ConfigError(

@@ -24,17 +24,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from training.checkpoints import CHECKPOINTS
 from training.config import (
-    LR_SCHEDULERS,
-    MIXED_PRECISION,
-    TRUNCATION_POLICIES,
     ConfigError,
     TrainerRunConfig,
     choices,
 )
-from training.runner import TrainerSpec, register
 from training.trainer_utils import (
-    CHECKPOINTS,
     DatasetError,
     TrainerResult,
     card_metric_table,
@@ -59,8 +55,19 @@ PAIR_METRICS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewa
 class DPOConfig(TrainerRunConfig):
     """Settings of one DPO run (TRL's `DPOTrainer`; loss `-logsigmoid(beta * margin)` by default)."""
 
-    output_dir: str
-    """Folder of the run: `checkpoints/` (for resuming) and `model/` (the final artifacts)."""
+    learning_rate: float = 1e-6
+    """Peak AdamW learning rate; 5e-7 to 5e-6 suits pretrained policies, 1e-3 tiny ones."""
+
+    per_device_train_batch_size: int = 4
+    per_device_eval_batch_size: int = 8
+
+    max_length: int = 1024
+
+    truncation: str = "truncate_left"
+    """What to do with a pair over a limit: `"truncate_left"` cuts the prompt from the front
+    (its oldest turns) to `max_prompt_length`, then cuts the replies' ends to fit `max_length`;
+    `"drop"` leaves the pair out. Every cut and drop is counted in the result and the model
+    card, never silent."""
 
     beta: float = 0.1
     """Strength of the pull towards the reference policy: higher keeps the policy closer to it.
@@ -70,96 +77,16 @@ class DPOConfig(TrainerRunConfig):
     """`"sigmoid"` (DPO), `"ipo"`, `"hinge"` (SLiC) or `"sigmoid_norm"` (DPO on the per-token
     mean log-ratio, less biased towards long replies)."""
 
-    learning_rate: float = 1e-6
-    """Peak AdamW learning rate; 5e-7 to 5e-6 suits pretrained policies, 1e-3 tiny ones."""
-
-    num_train_epochs: float = 1.0
-    """Passes over the training pairs; ignored when `max_steps` is set."""
-
-    max_steps: int | None = None
-    """Optimizer steps to run; when set it overrides `num_train_epochs`."""
-
-    per_device_train_batch_size: int = 4
-    """Preference pairs per device per micro-batch (each pair is two sequences)."""
-
-    per_device_eval_batch_size: int = 8
-    """Preference pairs per device per evaluation batch."""
-
-    gradient_accumulation_steps: int = 1
-    """Micro-batches accumulated before each optimizer step."""
-
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-
-    warmup_ratio: float = 0.0
-    """Share of the total steps spent warming the learning rate up from 0."""
-
-    lr_scheduler_type: str = "linear"
-    """Learning-rate schedule after warm-up: one of `LR_SCHEDULERS`."""
-
-    max_grad_norm: float = 1.0
-    """Gradient-norm clipping threshold."""
-
-    max_length: int = 1024
-    """Most tokens of prompt + reply; longer pairs follow `truncation`."""
-
     max_prompt_length: int = 512
     """Most tokens of the prompt (the conversation before the replies); longer prompts follow
     `truncation`. Must be below `max_length`, which leaves the replies at least the rest."""
 
-    truncation: str = "truncate_left"
-    """What to do with a pair over a limit: `"truncate_left"` cuts the prompt from the front
-    (its oldest turns) to `max_prompt_length`, then cuts the replies' ends to fit `max_length`;
-    `"drop"` leaves the pair out. Every cut and drop is counted in the result and the model
-    card, never silent."""
-
-    eval_fraction: float = 0.1
-    """Share of the pairs held out (by a seeded shuffle) for evaluation; 0 disables it."""
-
-    eval_steps: int | None = 50
-    """Evaluate the held-out pairs every this many steps (and always once at the end);
-    None evaluates only at the end."""
-
-    logging_steps: int = 10
-    """Report training metrics (and call `on_step`) every this many steps."""
-
-    save_steps: int = 50
-    """Save a resumable checkpoint every this many steps (and when stopped)."""
-
-    save_total_limit: int | None = 2
-    """Keep at most this many checkpoints; None keeps them all."""
-
-    seed: int = 42
-    """Seed of the held-out split and the data order."""
-
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory (slower)."""
-
-    mixed_precision: str = "auto"
-    """`"auto"` (bf16 on a GPU that supports it, float32 elsewhere), `"no"`, `"bf16"` or
-    `"fp16"`. bf16 on a CPU without native support is many times slower."""
-
-    INT_FIELDS: ClassVar[tuple[str, ...]] = (
-        "per_device_train_batch_size",
-        "per_device_eval_batch_size",
-        "gradient_accumulation_steps",
-        "max_length",
-        "max_prompt_length",
-        "logging_steps",
-        "save_steps",
-        "seed",
-    )
-    OPTIONAL_INT_FIELDS: ClassVar[tuple[str, ...]] = ("max_steps", "eval_steps", "save_total_limit")
-    NUMBER_FIELDS: ClassVar[tuple[str, ...]] = (
-        "beta",
-        "learning_rate",
-        "num_train_epochs",
-        "weight_decay",
-        "warmup_ratio",
-        "max_grad_norm",
-        "eval_fraction",
-    )
-    BOOL_FIELDS: ClassVar[tuple[str, ...]] = ("gradient_checkpointing",)
+    INT_FIELDS: ClassVar[tuple[str, ...]] = (*TrainerRunConfig.INT_FIELDS, "max_prompt_length")
+    NUMBER_FIELDS: ClassVar[tuple[str, ...]] = ("beta", *TrainerRunConfig.NUMBER_FIELDS)
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "loss_type": LOSS_TYPES,
+        **TrainerRunConfig.CHOICES,
+    }
 
     def __post_init__(self) -> None:
         self.check_types()
@@ -174,12 +101,7 @@ class DPOConfig(TrainerRunConfig):
                 "loss_type",
                 f"`loss_type` must be one of {choices(LOSS_TYPES)}, got {self.loss_type!r}. Use 'sigmoid' for DPO.",
             )
-        if not 0 < self.learning_rate < 1:
-            raise ConfigError(
-                "learning_rate",
-                f"`learning_rate` must be > 0 and < 1, got {self.learning_rate}. Use a small positive value "
-                "such as 1e-6 (pretrained policies) to 1e-3 (tiny models).",
-            )
+        self.check_learning_rate("1e-6 (pretrained policies)")
         self.check_schedule(
             (
                 "per_device_train_batch_size",
@@ -190,24 +112,16 @@ class DPOConfig(TrainerRunConfig):
                 "save_steps",
             )
         )
-        if self.max_length < 8:
-            raise ConfigError(
-                "max_length",
-                f"`max_length` must be >= 8 tokens, got {self.max_length}. Typical values are 512 to 2048; it "
-                "cannot exceed the policy's position limit.",
-            )
+        self.check_max_length("policy")
         if self.max_prompt_length >= self.max_length:
             raise ConfigError(
                 "max_prompt_length",
                 f"`max_prompt_length` ({self.max_prompt_length}) must be below `max_length` ({self.max_length}), "
                 "so that the replies keep some room. Half of `max_length` is a usual choice.",
             )
-        if self.truncation not in TRUNCATION_POLICIES:
-            raise ConfigError(
-                "truncation",
-                f"`truncation` must be one of {choices(TRUNCATION_POLICIES)}, got {self.truncation!r}. Use "
-                "'truncate_left' to cut long prompts from the front, or 'drop' to leave long pairs out.",
-            )
+        self.check_truncation(
+            "Use 'truncate_left' to cut long prompts from the front, or 'drop' to leave long pairs out."
+        )
         self.check_held_out()
         self.check_mixed_precision()
 
@@ -337,7 +251,7 @@ def train_dpo(
         progress,
         DPOResult,
         resume_path=resume_path,
-        checkpoint_root=checkpoint_root,
+        output_dir=output_dir,
         counts={
             "pairs": len(pairs),
             "train_pairs": len(train_rows),
@@ -618,22 +532,6 @@ def train_dpo_run(
         resume_from_checkpoint=resume_from_checkpoint,
     )
 
-
-register(
-    TrainerSpec(
-        kind="dpo",
-        config_class="training.dpo:DPOConfig",
-        train="training.dpo:train_dpo_run",
-        title="DPO",
-        data="preference",
-        choices={
-            "loss_type": LOSS_TYPES,
-            "truncation": TRUNCATION_POLICIES,
-            "mixed_precision": MIXED_PRECISION,
-            "lr_scheduler_type": LR_SCHEDULERS,
-        },
-    )
-)
 
 __all__ = [
     "DPOConfig",

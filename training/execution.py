@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from annotation.errors import ApplicationError
 from annotation.models import Dataset
+from training.checkpoints import checkpoint_step, last_checkpoint
 from training.config import ConfigError
 from training.model_paths import ModelPathError
 from training.models import TrainingLogLine, TrainingMetric, TrainingRun
@@ -37,9 +38,7 @@ from training.runner import (
     LaunchError,
     RunSpec,
     accelerate_command,
-    checkpoint_step,
     get_trainer,
-    last_checkpoint,
     launch_with_accelerate,
     train_in_process,
 )

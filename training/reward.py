@@ -37,6 +37,7 @@ from transformers import (
 )
 from trl import RewardConfig, RewardTrainer
 
+from training.checkpoints import CHECKPOINTS
 from training.config import RewardModelConfig
 from training.formatting import (
     appends_eos,
@@ -46,7 +47,6 @@ from training.formatting import (
     truncate_left,
 )
 from training.trainer_utils import (
-    CHECKPOINTS,
     DatasetError,
     TrainerResult,
     card_metric_table,
@@ -171,7 +171,7 @@ def train_reward_model(
         progress,
         TrainResult,
         resume_path=resume_path,
-        checkpoint_root=checkpoint_root,
+        output_dir=output_dir,
         counts={
             "pairs": len(pairs),
             "train_pairs": len(train_rows),

@@ -10,11 +10,11 @@ without importing torch. Every training function follows one calling convention:
 where `dataset` is a list of rows (TRL preference rows of a snapshot, or prompt rows), and the
 result has `status` ("completed" | "stopped"), `global_step`, `total_steps`, `metrics`,
 `artifact_dir` and `checkpoint_dir` (as `training.reward.TrainResult` does). The config class
-has `from_dict` (raising `ConfigError(field, message)`) and `to_dict`, and an `output_dir` field.
+has `from_dict` (raising `ConfigError(field, message)`) and `to_dict`, an `output_dir` field, and
+`CHOICES`, the allowed values of its string fields (which forms offer).
 
-A new kind plugs in without touching this module: its module `training.<kind>` calls
-`register(TrainerSpec(...))` when imported, and `get_trainer(kind)` imports it the first time
-the kind is asked for.
+Every kind is one row of `TRAINERS`, declared here: importing a trainer module registers
+nothing, and nothing is imported until a spec loads its config class or training function.
 
 A run is launched in the worker's own process, or with `accelerate launch` across several
 processes (one per GPU): `launch_with_accelerate` writes a `RunSpec` as JSON, starts
@@ -39,11 +39,11 @@ import textwrap
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.config import LR_SCHEDULERS, MIXED_PRECISION, TRUNCATION_POLICIES, ConfigError
+from training.config import ConfigError
 
 OnStep = Callable[[int, int, dict[str, float]], None]
 ShouldStop = Callable[[], bool]
@@ -67,9 +67,6 @@ class TrainerSpec:
     train: str  # "module:function", the plain training function (see the module docstring)
     title: str
     data: str = "preference"  # the rows passed as `dataset`: "preference" (a snapshot's TRL rows) or "prompts"
-    choices: dict[str, tuple[str, ...]] = field(
-        default_factory=dict
-    )  # allowed values of string fields
     model_paths: tuple[str, ...] = ()  # config fields naming model folders (checked like the base model)
     required_model_paths: tuple[str, ...] = ()  # those of them a run must set
     multi_gpu: bool = True  # whether `accelerate launch` across several GPUs is supported
@@ -85,50 +82,50 @@ class TrainerSpec:
         return self.load_config_class().from_dict(data)
 
 
-_REGISTRY: dict[str, TrainerSpec] = {}
-
-
-def register(spec: TrainerSpec) -> TrainerSpec:
-    """Make `spec.kind` runnable (a later registration of the same kind replaces the earlier one)."""
-    _REGISTRY[spec.kind] = spec
-    return spec
+TRAINERS: dict[str, TrainerSpec] = {
+    spec.kind: spec
+    for spec in (
+        TrainerSpec(
+            kind="reward",
+            config_class="training.config:RewardModelConfig",
+            train="training.reward:train_reward_model",
+            title="Reward model",
+            data="preference",
+        ),
+        TrainerSpec(
+            kind="ppo",
+            config_class="training.ppo.config:PPOConfig",
+            train="training.ppo.trainer:train_ppo_run",
+            title="PPO",
+            data="prompts",
+            model_paths=("reward_model_path", "reference_path"),
+            required_model_paths=("reward_model_path",),
+            multi_gpu=False,  # one device: the rollout, scoring and update share it
+        ),
+        TrainerSpec(
+            kind="dpo",
+            config_class="training.dpo:DPOConfig",
+            train="training.dpo:train_dpo_run",
+            title="DPO",
+            data="preference",
+        ),
+    )
+}
 
 
 def get_trainer(kind: str) -> TrainerSpec:
-    """Return the spec of `kind`, importing `training.<kind>` once to let it register itself."""
-    if kind not in _REGISTRY and kind.isidentifier():
-        try:
-            importlib.import_module(f"training.{kind}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"training.{kind}":
-                raise
-    if kind not in _REGISTRY:
+    """Return the spec of `kind`; raise ConfigError naming the kinds there are."""
+    if kind not in TRAINERS:
         raise ConfigError(
             "kind",
             f"No trainer is available for runs of kind {kind!r}; available: {', '.join(available_kinds())}.",
         )
-    return _REGISTRY[kind]
+    return TRAINERS[kind]
 
 
 def available_kinds() -> list[str]:
-    """Return the kinds registered so far, in registration order."""
-    return list(_REGISTRY)
-
-
-register(
-    TrainerSpec(
-        kind="reward",
-        config_class="training.config:RewardModelConfig",
-        train="training.reward:train_reward_model",
-        title="Reward model",
-        data="preference",
-        choices={
-            "truncation": TRUNCATION_POLICIES,
-            "mixed_precision": MIXED_PRECISION,
-            "lr_scheduler_type": LR_SCHEDULERS,
-        },
-    )
-)
+    """Return the kinds of training run, in the order of `TRAINERS`."""
+    return list(TRAINERS)
 
 
 def _load(path: str) -> Any:
@@ -162,7 +159,7 @@ def config_fields(spec: TrainerSpec) -> list[ConfigField]:
         default = f.default if f.default is not dataclasses.MISSING else None
         annotation = str(f.type)
         optional = "None" in annotation
-        if f.name in spec.choices:
+        if f.name in cls.CHOICES:
             kind = "choice"
         elif "bool" in annotation:
             kind = "bool"
@@ -179,14 +176,25 @@ def config_fields(spec: TrainerSpec) -> list[ConfigField]:
                 default,
                 optional,
                 docs.get(f.name, ""),
-                tuple(spec.choices.get(f.name, ())),
+                tuple(cls.CHOICES.get(f.name, ())),
             )
         )
     return out
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Return the docstring written under each field of a dataclass (PEP 257 attribute docstrings)."""
+    """Return the docstring written under each field of a dataclass (PEP 257 attribute docstrings).
+
+    A field redeclared without one keeps the docstring of the base class that declared it.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is not object:
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):
@@ -283,32 +291,6 @@ def outcome_of(result: Any) -> dict[str, Any]:
         }
     outcome["details"] = json.loads(json.dumps(details, default=str))
     return outcome
-
-
-def last_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
-    """Return the newest `checkpoint-N` folder under `<output_dir>/checkpoints`, or None."""
-    root = Path(output_dir) / "checkpoints"
-    if not root.is_dir():
-        return None
-    best: tuple[int, Path] | None = None
-    for child in root.iterdir():
-        name = child.name
-        if child.is_dir() and name.startswith("checkpoint-") and name[11:].isdigit():
-            # trainer_state.json: a transformers Trainer's checkpoint; .pt: Arbiter's PPO one.
-            state = child / "trainer_state.json", child / "trainer_state.pt"
-            if (state[0].is_file() or state[1].is_file()) and (
-                best is None or int(name[11:]) > best[0]
-            ):
-                best = (int(name[11:]), child)
-    return best[1] if best else None
-
-
-def checkpoint_step(path: str | os.PathLike[str] | None) -> int | None:
-    """Return the step a `checkpoint-N` folder was saved at."""
-    if path is None:
-        return None
-    name = Path(path).name
-    return int(name[11:]) if name.startswith("checkpoint-") and name[11:].isdigit() else None
 
 
 # --- one run, across processes with accelerate ---------------------------------------------------

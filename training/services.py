@@ -24,10 +24,11 @@ from annotation.errors import ApplicationError, ConflictError, ForbiddenError, f
 from annotation.models import Campaign, Dataset, Role
 from annotation.selectors import membership_role
 from training import events
+from training.checkpoints import checkpoint_step, last_checkpoint
 from training.config import ConfigError
 from training.model_paths import ModelPathError, resolve_model_path
 from training.models import TrainingLogLine, TrainingRule, TrainingRun
-from training.runner import SET_BY_ARBITER, checkpoint_step, get_trainer, last_checkpoint
+from training.runner import SET_BY_ARBITER, get_trainer
 from training.selectors import is_training_staff, training_judgment_count
 
 logger = logging.getLogger(__name__)

@@ -1,16 +1,17 @@
 """What the training functions share: a run's folder, its resume checks and its record. No Django.
 
 Every kind of run writes to its `output_dir`: `run.json` (what the run is: its config, a
-fingerprint of its data, its models), `checkpoints/` (resumable states) and `model/` (the
-artifacts, with a summary and a model card). `prepare_output_dir` records the identity when a run
-starts and refuses to resume a checkpoint of a different run.
+fingerprint of its data, its models), `checkpoints/` (resumable states, which
+`training.checkpoints` finds) and `model/` (the artifacts, with a summary and a model card).
+`prepare_output_dir` records the identity when a run starts and refuses to resume a checkpoint
+of a different run.
 
 The kinds trained with transformers' Trainer through TRL (reward model, DPO) also share the
 check of their preference rows, the result they return, the Trainer arguments they set and the
 train-then-evaluate phase.
 
 torch and transformers are imported inside the functions that use them, so that the modules of
-configs (`training.ppo`, `training.dpo`) stay importable without them.
+configs (`training.ppo.config`, `training.dpo`) stay importable without them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from training.checkpoints import CHECKPOINTS, TRAINER_STATE, last_checkpoint
 from training.formatting import FormatError, check_messages
 from training.model_paths import local_model_dir, resolve_model_path
 
@@ -31,10 +33,8 @@ if TYPE_CHECKING:
     from training.config import TrainerRunConfig
     from training.reward import ProgressCallback
 
-CHECKPOINTS = "checkpoints"
 MODEL = "model"
 RUN_FILE = "run.json"
-TRAINER_STATE = "trainer_state.json"  # what makes a folder a transformers Trainer checkpoint
 # How a resume refusal names an identity key of run.json.
 _CHANGED = {"data": "dataset", "policy": "policy model", "reference": "reference model"}
 
@@ -131,16 +131,6 @@ def fingerprint(rows: Sequence[Any]) -> str:
     return digest.hexdigest()
 
 
-def trainer_last_checkpoint(checkpoint_root: Path) -> Path | None:
-    """Return the newest `checkpoint-N` folder that transformers' Trainer wrote, if any."""
-    if not checkpoint_root.is_dir():
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(checkpoint_root))
-    return Path(last) if last else None
-
-
 def _first_change(changed: list[str]) -> str:
     return f"the {_CHANGED.get(changed[0], changed[0])} differs"
 
@@ -152,22 +142,24 @@ def prepare_output_dir(
     *,
     same: str,
     describe_change: Callable[[list[str]], str] = _first_change,
-    last_checkpoint: Callable[[Path], Path | None] = trainer_last_checkpoint,
     state_file: str = TRAINER_STATE,
+    require_state: bool = False,
     kind: str = "training",
 ) -> Path | None:
     """Record the run's identity; on resume, check it matches and return the checkpoint.
 
     A fresh run (`resume_from_checkpoint` None or False) is refused when `checkpoints/` already
-    holds one (found by `last_checkpoint`); True resumes the newest; a path must be a `kind`
-    checkpoint (a folder with `state_file`). A resume is refused when an identity key differs
-    from `run.json`: `describe_change(changed keys)` says which, and the message asks to resume
-    with the same `same`.
+    holds one; True resumes the newest; a path must be a `kind` checkpoint (a folder with
+    `state_file`). With `require_state` only folders holding `state_file` count as checkpoints;
+    without, every `checkpoint-N` folder does, as transformers' Trainer resumes. A resume is
+    refused when an identity key differs from `run.json`: `describe_change(changed keys)` says
+    which, and the message asks to resume with the same `same`.
     """
     run_file = output_dir / RUN_FILE
     checkpoint_root = output_dir / CHECKPOINTS
+    state_files = (state_file,) if require_state else None
     if resume_from_checkpoint in (None, False):
-        if last_checkpoint(checkpoint_root) is not None:
+        if last_checkpoint(output_dir, state_files=state_files) is not None:
             raise ValueError(
                 f"{checkpoint_root} already holds checkpoints of an earlier run. Pass "
                 "resume_from_checkpoint=True to continue it, or use a new output_dir."
@@ -176,7 +168,7 @@ def prepare_output_dir(
         run_file.write_text(json.dumps(identity, indent=2) + "\n")
         return None
     if resume_from_checkpoint is True:
-        path = last_checkpoint(checkpoint_root)
+        path = last_checkpoint(output_dir, state_files=state_files)
         if path is None:
             raise ValueError(f"No checkpoint to resume from in {checkpoint_root}.")
     else:
@@ -257,7 +249,7 @@ def train_and_evaluate(
     result_class: type[R],
     *,
     resume_path: Path | None,
-    checkpoint_root: Path,
+    output_dir: Path,
     counts: dict[str, int],
     length: dict[str, Any],
     tokenizer_changes: list[str],
@@ -280,7 +272,7 @@ def train_and_evaluate(
         eval_history=progress.eval_history,
         log_history=progress.log_history,
         artifact_dir=None,
-        checkpoint_dir=trainer_last_checkpoint(checkpoint_root),
+        checkpoint_dir=last_checkpoint(output_dir, state_files=None),
         counts=counts,
         length=length,
         samples_per_second=float(train_output.metrics.get("train_samples_per_second", 0.0)),
@@ -344,7 +336,6 @@ def card_pairs(summary: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "CHECKPOINTS",
     "DatasetError",
     "MODEL",
     "RUN_FILE",
@@ -359,6 +350,5 @@ __all__ = [
     "save_artifacts",
     "train_and_evaluate",
     "trainer_arguments",
-    "trainer_last_checkpoint",
     "versions",
 ]

@@ -38,7 +38,7 @@ from tests.browser.test_accessibility import assert_accessible
 from tests.browser.test_dashboard import api_post
 from tests.browser.test_import import upload
 from tests.conftest import PASSWORD, pair_rows
-from tests.training.test_runs_support import private_broker
+from tests.training.support import private_broker
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

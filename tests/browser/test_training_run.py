@@ -12,7 +12,7 @@ import pytest
 from django.db import connections
 
 from tests.browser.test_accessibility import assert_accessible
-from tests.training.test_runs_support import TINY_CONFIG, build_dataset, judge_all, private_broker
+from tests.training.support import TINY_CONFIG, build_dataset, judge_all, private_broker
 from training.execution import training_run_execute
 from training.services import training_run_create
 

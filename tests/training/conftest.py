@@ -25,6 +25,15 @@ def tiny_models(tmp_path_factory):
     return build_tiny_models(tmp_path_factory.mktemp("tiny"), seed=0)
 
 
+@pytest.fixture
+def training_settings(settings, tiny_models, tmp_path):
+    """Model roots holding the tiny models, a fresh training folder, a slow heartbeat (see
+    `support.apply_training_settings`)."""
+    from .support import apply_training_settings
+
+    return apply_training_settings(settings, tiny_models, tmp_path)
+
+
 @pytest.fixture(scope="session")
 def polite_run(tiny_models, tmp_path_factory):
     """Train the tiny reward model once on the polite-vs-blunt preference (shared by tests)."""

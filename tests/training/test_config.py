@@ -140,3 +140,21 @@ def test_from_dict_rejects_a_non_object():
     """A config that is not a dict is refused."""
     with pytest.raises(ConfigError, match=re.escape("The config must be a JSON object, got list.")):
         RewardModelConfig.from_dict([1, 2])
+
+
+def test_the_fields_reward_and_dpo_share_are_declared_once():
+    """Both kinds take their shared fields from TrainerRunConfig; a kind that redeclares one only
+    for its own default keeps the shared docstring that forms show."""
+    import dataclasses
+
+    from training.config import TrainerRunConfig
+    from training.dpo import DPOConfig
+    from training.runner import field_docs
+
+    shared = [f.name for f in dataclasses.fields(TrainerRunConfig)]
+    for cls in (RewardModelConfig, DPOConfig):
+        assert [f.name for f in dataclasses.fields(cls)][: len(shared)] == shared
+    docs = field_docs(DPOConfig)
+    assert DPOConfig(output_dir="/tmp/x").per_device_train_batch_size == 4
+    assert docs["per_device_train_batch_size"] == field_docs(TrainerRunConfig)["per_device_train_batch_size"]
+    assert docs["learning_rate"].startswith("Peak AdamW learning rate; 5e-7 to 5e-6")

@@ -1,8 +1,10 @@
-"""train_dpo: a tiny causal LM learns a preference; config errors; length policy; stop and resume."""
+"""train_dpo: a tiny causal LM learns a preference; config errors; length policy; stop and resume;
+DPO as a kind of training run."""
 
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +13,11 @@ pytest.importorskip("trl")
 
 from training.config import ConfigError  # noqa: E402
 from training.dpo import DatasetError, DPOConfig, check_dpo_pairs, encode_dpo_pairs, train_dpo  # noqa: E402
+from training.services import training_run_create  # noqa: E402
+from training.tasks import run_training  # noqa: E402
 from training.tiny import polite_preferences  # noqa: E402
+
+from .support import make_ready_dataset  # noqa: E402
 
 
 def config(tmp_path, **overrides) -> DPOConfig:
@@ -200,3 +206,21 @@ def test_dpo_runs_plug_into_the_training_run_registry():
     fields = {f.name: f for f in config_fields(spec)}
     assert fields["loss_type"].choices == ("sigmoid", "ipo", "hinge", "sigmoid_norm")
     assert fields["max_prompt_length"].help.startswith("Most tokens of the prompt")
+
+
+@pytest.mark.django_db
+def test_a_dpo_run_trains_on_a_snapshot(training_settings, make_campaign, annotator, researcher, manager, tiny_models):
+    """DPO is a run kind beside PPO: the policy learns from the snapshot's preference rows."""
+    dataset = make_ready_dataset(make_campaign, annotator, researcher, manager)
+    run = training_run_create(
+        kind="dpo",
+        dataset=dataset,
+        base_model_path=str(tiny_models.causal_lm),
+        config={"learning_rate": 1e-3, "max_steps": 2, "per_device_train_batch_size": 4, "eval_fraction": 0.25,
+                "max_length": 128, "max_prompt_length": 64},
+        created_by=manager,
+    )
+    assert run_training.apply(args=[run.pk], task_id=run.celery_task_id).get() == "succeeded"
+    run.refresh_from_db()
+    assert run.step == 2, run.error
+    assert (Path(run.artifacts["model"]) / "arbiter_dpo.json").is_file()

@@ -18,11 +18,11 @@ from django.db import connection
 from django.utils import timezone
 
 from tests.conftest import ROOT
+from training.checkpoints import last_checkpoint
 from training.models import TrainingMetric, TrainingRun
-from training.runner import last_checkpoint
 from training.services import training_run_create, training_run_resume, training_runs_recover_stale
 
-from .test_runs_support import TINY_CONFIG, build_dataset, judge_all, private_broker, wait_for
+from .support import TINY_CONFIG, build_dataset, judge_all, private_broker, wait_for
 
 pytestmark = [pytest.mark.training, pytest.mark.django_db(transaction=True)]
 
@@ -197,7 +197,8 @@ def test_a_killed_ppo_run_resumes_on_the_trajectory_it_would_have_taken(
     import torch
     from safetensors.torch import load_file
 
-    from training.ppo import PPOConfig, train_ppo
+    from training.ppo.config import PPOConfig
+    from training.ppo.trainer import train_ppo
 
     config = {
         "learning_rate": 3e-3, "num_steps": 30, "batch_size": 4, "mini_batch_size": 2, "num_ppo_epochs": 1,

@@ -21,7 +21,7 @@ from training.models import TrainingRule, TrainingRun
 from training.rules import training_rule_create, training_rule_delete, training_rule_update
 from training.services import training_rules_fire
 
-from .test_runs_support import judge_all
+from .support import judge_all
 
 pytestmark = pytest.mark.django_db
 
@@ -374,7 +374,7 @@ def test_the_ppo_form_picks_prompts_policy_and_a_succeeded_reward_run(
 
 
 def test_the_dpo_form_trains_a_policy_on_a_snapshot(campaign, manager, annotator, models, client):
-    from .test_runs_support import build_dataset
+    from .support import build_dataset
 
     judge_all(campaign, [annotator])
     dataset = build_dataset(campaign, manager)

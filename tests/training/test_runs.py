@@ -7,20 +7,15 @@ from pathlib import Path
 import pytest
 
 from annotation.errors import ApplicationError, ConflictError
+from training.checkpoints import last_checkpoint
 from training.execution import training_run_execute
 from training.models import TrainingMetric, TrainingRun
-from training.runner import last_checkpoint
 from training.services import training_run_cancel, training_run_create, training_run_resume
 from training.tasks import run_training
 
-from .test_runs_support import TINY_CONFIG, apply_training_settings, make_ready_dataset
+from .support import TINY_CONFIG, make_ready_dataset
 
 pytestmark = [pytest.mark.training, pytest.mark.django_db]
-
-
-@pytest.fixture
-def training_settings(settings, tiny_models, tmp_path):
-    return apply_training_settings(settings, tiny_models, tmp_path)
 
 
 @pytest.fixture

@@ -9,14 +9,9 @@ from django.core.management import CommandError, call_command
 from training.execution import training_run_execute
 from training.models import TrainingRun
 
-from .test_runs_support import TINY_CONFIG, apply_training_settings, make_ready_dataset
+from .support import TINY_CONFIG, make_ready_dataset
 
 pytestmark = [pytest.mark.training, pytest.mark.django_db]
-
-
-@pytest.fixture
-def training_settings(settings, tiny_models, tmp_path):
-    return apply_training_settings(settings, tiny_models, tmp_path)
 
 
 @pytest.fixture

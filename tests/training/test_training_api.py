@@ -9,19 +9,13 @@ from annotation.services.campaigns import membership_add
 from training.execution import training_run_execute
 from training.models import TrainingRun
 
-from .test_runs_support import (
+from .support import (
     TINY_CONFIG,
-    apply_training_settings,
     make_ready_dataset,
     private_broker,
 )
 
 pytestmark = [pytest.mark.training, pytest.mark.django_db]
-
-
-@pytest.fixture
-def training_settings(settings, tiny_models, tmp_path):
-    return apply_training_settings(settings, tiny_models, tmp_path)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from training.services import (
     training_run_cancel,
 )
 
-from .test_runs_support import TINY_CONFIG, apply_training_settings, private_broker
+from .support import TINY_CONFIG, apply_training_settings, private_broker
 
 pytestmark = [pytest.mark.training, pytest.mark.django_db]
 

@@ -1,4 +1,4 @@
-"""Fixtures and helpers shared by the training-run tests (no tests here).
+"""Helpers shared by the training-run tests (the fixtures are in conftest.py).
 
 Runs train the tiny local models (`tiny_models`, built once per session) on a dataset snapshot
 built from real judgments made through the serving services.
@@ -61,8 +61,8 @@ def apply_training_settings(settings, tiny_models, tmp_path):
     """Model roots holding the tiny models, a fresh training folder, and a slow heartbeat.
 
     (A django_db test holds SQLite's write lock for the whole test, so a heartbeat thread would
-    only wait on it; the recovery tests, on committed data, beat fast.) Each test module wraps
-    this in its own `training_settings` fixture.
+    only wait on it; the recovery tests, on committed data, beat fast.) The `training_settings`
+    fixture of tests/training/conftest.py applies it.
     """
     settings.ARBITER_MODEL_ROOTS = [tiny_models.reward_base.parent]
     settings.ARBITER_TRAINING_DIR = tmp_path / "runs"

@@ -1,6 +1,6 @@
 """PPO as a training run: prompts of a campaign, the policy, a reward model from the config; on the
 `training` queue like the reward model, with per-step metrics, warnings and samples, cancel and
-resume; and DPO as a run kind beside it."""
+resume."""
 
 from pathlib import Path
 
@@ -11,8 +11,6 @@ from training.execution import training_run_execute
 from training.models import TrainingMetric
 from training.services import training_run_cancel, training_run_create, training_run_resume
 from training.tasks import run_training
-
-from .test_runs_support import apply_training_settings, make_ready_dataset
 
 pytestmark = [pytest.mark.training, pytest.mark.django_db]
 
@@ -28,11 +26,6 @@ PPO_CONFIG = {
     "sample_rows": 2,
     "seed": 0,
 }
-
-
-@pytest.fixture
-def training_settings(settings, tiny_models, tmp_path):
-    return apply_training_settings(settings, tiny_models, tmp_path)
 
 
 @pytest.fixture
@@ -116,20 +109,3 @@ def test_a_cancelled_ppo_run_resumes_from_its_checkpoint_and_finishes(
     assert (run.step, run.total_steps) == (4, 4)
     assert [m.step for m in TrainingMetric.objects.filter(run=run).order_by("step")] == [1, 2, 3, 4]
     assert any("resuming from checkpoint-2 (step 2)" in line.message for line in run.log_lines.all())
-
-
-def test_a_dpo_run_trains_on_a_snapshot(training_settings, make_campaign, annotator, researcher, manager, tiny_models):
-    """DPO is a run kind beside PPO: the policy learns from the snapshot's preference rows."""
-    dataset = make_ready_dataset(make_campaign, annotator, researcher, manager)
-    run = training_run_create(
-        kind="dpo",
-        dataset=dataset,
-        base_model_path=str(tiny_models.causal_lm),
-        config={"learning_rate": 1e-3, "max_steps": 2, "per_device_train_batch_size": 4, "eval_fraction": 0.25,
-                "max_length": 128, "max_prompt_length": 64},
-        created_by=manager,
-    )
-    assert run_training.apply(args=[run.pk], task_id=run.celery_task_id).get() == "succeeded"
-    run.refresh_from_db()
-    assert run.step == 2, run.error
-    assert (Path(run.artifacts["model"]) / "arbiter_dpo.json").is_file()
