@@ -35,6 +35,7 @@ run: install frontend
 
 test: install frontend
 	./scripts/ensure-services.sh
+	$(VENV)/bin/lint-imports --no-cache
 	cd frontend && npm test
 	$(MAKE) test-sqlite
 	$(MAKE) test-postgres
@@ -47,6 +48,7 @@ test-postgres:
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) frontend/node_modules frontend/dist var

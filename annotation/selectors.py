@@ -1,13 +1,15 @@
 """Permission-aware reads. Object access goes through here, never a bare `.get(pk=...)`."""
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.paginator import Page, Paginator
 from django.db.models import F, OuterRef, Prefetch, QuerySet, Subquery, Sum
 
+from annotation.core import aggregation as agg
+from annotation.core.snapshot import JudgmentRow, item_of, snapshot_pairs
 from annotation.errors import ForbiddenError, NotFoundError
 from annotation.models import (
     Assignment,
@@ -21,9 +23,6 @@ from annotation.models import (
     Role,
 )
 from annotation.pseudonyms import annotator_pseudonym
-
-if TYPE_CHECKING:
-    from annotation.services.datasets import LiveConsensus
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -222,6 +221,71 @@ def dataset_judgments(*, dataset: Dataset) -> QuerySet[Judgment]:
     return qs.exclude(annotator_id__in=[a for a in annotators if annotator_pseudonym(a) in excluded])
 
 
+# --- live consensus for the manager's items page ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveConsensus:
+    """An item's consensus now, by majority of the current judgments of members not excluded.
+
+    `order` lists the item's response ids best first (pairwise: the winner first); `tie` is true
+    when the majority preferred neither; `agreement` is the winning answer's vote share (pairwise)
+    or the mean over the expanded pairs (rankings, ratings).
+    """
+
+    order: list[int]
+    tie: bool
+    agreement: float
+    judgments: int
+
+
+def items_live_consensus(*, campaign: Campaign, item_ids: Sequence[int]) -> dict[int, LiveConsensus]:
+    """Return the live majority consensus of each judged item in `item_ids` (excluded members left out)."""
+    excluded = excluded_annotator_ids(campaign=campaign)
+    judgments = (
+        Judgment.objects.filter(campaign=campaign, item_id__in=list(item_ids), superseded_by__isnull=True)
+        .exclude(annotator_id__in=excluded)
+        .values("pk", "item_id", "annotator_id", "outcome", "preferred_response_id", "strength", "answer",
+                "display_order")
+    )
+    rows = [
+        JudgmentRow(judgment_id=j["pk"], item_id=j["item_id"], annotator_id=j["annotator_id"], outcome=j["outcome"],
+                    preferred_response_id=j["preferred_response_id"], strength=j["strength"],
+                    answer=j["answer"] or {}, display_order=j["display_order"] or [])
+        for j in judgments
+    ]
+    if not rows:
+        return {}
+    item_responses: dict[int, list[int]] = defaultdict(list)
+    for item_id, response_id in ItemResponse.objects.filter(item_id__in={r.item_id for r in rows}).order_by(
+        "item_id", "position"
+    ).values_list("item_id", "response_id"):
+        item_responses[item_id].append(response_id)
+    judged = snapshot_pairs(rows, kind=campaign.kind, item_responses=item_responses, models={},
+                            params={"rating_criterion": None, "rating_tie_tolerance": 0.0})
+    if not judged.pairs:
+        return {}
+    consensus = agg.majority_vote(judged.pairs)
+    wins: dict[int, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    shares: dict[int, list[float]] = defaultdict(list)
+    for c in consensus.items:
+        item = item_of(c.item_id)
+        shares[item].append(float(c.confidence))
+        winner = c.winner_id
+        for r in (c.response_a_id, c.response_b_id):
+            wins[item][r] += 0.5 if winner is None else float(r == winner)
+    counts: dict[int, int] = defaultdict(int)
+    for r in rows:
+        counts[r.item_id] += 1
+    out = {}
+    for item, score in wins.items():
+        order = sorted(item_responses[item], key=lambda r: (-score.get(r, 0.0), item_responses[item].index(r)))
+        top = [r for r in order if score.get(r, 0.0) == score.get(order[0], 0.0)]
+        out[item] = LiveConsensus(order=order, tie=len(top) > 1, agreement=round(sum(shares[item]) / len(shares[item]), 3),
+                                  judgments=counts[item])
+    return out
+
+
 # The manager's items list: its filter ("show": label, query) and page size, shared by the page and the API.
 ITEM_FILTERS = {
     "all": ("All items", {}),
@@ -240,7 +304,7 @@ class ItemRow:
     item: Item  # its prompt loaded
     links: list[ItemResponse]  # its responses loaded, by position
     judgments: list[Judgment]  # their annotators loaded, oldest first
-    consensus: "LiveConsensus | None"  # None while nobody counted has judged it
+    consensus: LiveConsensus | None  # None while nobody counted has judged it
 
 
 @dataclass(frozen=True)
@@ -254,9 +318,6 @@ class ItemPage:
 def item_page_for_campaign(*, campaign: Campaign, show: str, page: str | int | None) -> ItemPage:
     """Return one page of the campaign's items (filtered by `show`, a key of ITEM_FILTERS) with their
     responses, judgments and live consensus; the caller has checked that the user manages the campaign."""
-    # services.datasets reads through this module, so it is imported when it is needed, not above.
-    from annotation.services.datasets import items_live_consensus
-
     items = (
         Item.objects.filter(campaign=campaign, **ITEM_FILTERS[show][1])
         .select_related("prompt")

@@ -29,12 +29,10 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from annotation.core import aggregation as agg
 from annotation.core.snapshot import (
     ComparisonRow,
     JudgmentRow,
     SnapshotError,
-    item_of,
     snapshot_comparisons,
     snapshot_consensus,
     snapshot_leaderboard,
@@ -329,68 +327,3 @@ def _write(dataset: Dataset, snap: _Snapshot) -> None:
     dataset.error = ""
     dataset.finished_at = timezone.now()
     dataset.save()
-
-
-# --- live consensus for the manager's items page ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LiveConsensus:
-    """An item's consensus now, by majority of the current judgments of members not excluded.
-
-    `order` lists the item's response ids best first (pairwise: the winner first); `tie` is true
-    when the majority preferred neither; `agreement` is the winning answer's vote share (pairwise)
-    or the mean over the expanded pairs (rankings, ratings).
-    """
-
-    order: list[int]
-    tie: bool
-    agreement: float
-    judgments: int
-
-
-def items_live_consensus(*, campaign: Campaign, item_ids: Sequence[int]) -> dict[int, LiveConsensus]:
-    """Return the live majority consensus of each judged item in `item_ids` (excluded members left out)."""
-    excluded = excluded_annotator_ids(campaign=campaign)
-    judgments = (
-        Judgment.objects.filter(campaign=campaign, item_id__in=list(item_ids), superseded_by__isnull=True)
-        .exclude(annotator_id__in=excluded)
-        .values("pk", "item_id", "annotator_id", "outcome", "preferred_response_id", "strength", "answer",
-                "display_order")
-    )
-    rows = [
-        JudgmentRow(judgment_id=j["pk"], item_id=j["item_id"], annotator_id=j["annotator_id"], outcome=j["outcome"],
-                    preferred_response_id=j["preferred_response_id"], strength=j["strength"],
-                    answer=j["answer"] or {}, display_order=j["display_order"] or [])
-        for j in judgments
-    ]
-    if not rows:
-        return {}
-    item_responses: dict[int, list[int]] = defaultdict(list)
-    for item_id, response_id in ItemResponse.objects.filter(item_id__in={r.item_id for r in rows}).order_by(
-        "item_id", "position"
-    ).values_list("item_id", "response_id"):
-        item_responses[item_id].append(response_id)
-    judged = snapshot_pairs(rows, kind=campaign.kind, item_responses=item_responses, models={},
-                            params={"rating_criterion": None, "rating_tie_tolerance": 0.0})
-    if not judged.pairs:
-        return {}
-    consensus = agg.majority_vote(judged.pairs)
-    wins: dict[int, dict[int, float]] = defaultdict(lambda: defaultdict(float))
-    shares: dict[int, list[float]] = defaultdict(list)
-    for c in consensus.items:
-        item = item_of(c.item_id)
-        shares[item].append(float(c.confidence))
-        winner = c.winner_id
-        for r in (c.response_a_id, c.response_b_id):
-            wins[item][r] += 0.5 if winner is None else float(r == winner)
-    counts: dict[int, int] = defaultdict(int)
-    for r in rows:
-        counts[r.item_id] += 1
-    out = {}
-    for item, score in wins.items():
-        order = sorted(item_responses[item], key=lambda r: (-score.get(r, 0.0), item_responses[item].index(r)))
-        top = [r for r in order if score.get(r, 0.0) == score.get(order[0], 0.0)]
-        out[item] = LiveConsensus(order=order, tie=len(top) > 1, agreement=round(sum(shares[item]) / len(shares[item]), 3),
-                                  judgments=counts[item])
-    return out

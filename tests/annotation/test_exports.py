@@ -21,7 +21,7 @@ from annotation.models import (
 )
 from annotation.pseudonyms import annotator_pseudonym
 from annotation.services.campaigns import campaign_create, membership_add
-from tests.annotation.test_datasets import build, judge_all, prefer
+from tests.annotation.support import build, judge_all, prefer
 
 datasets = pytest.importorskip("datasets")
 pq = pytest.importorskip("pyarrow.parquet")

@@ -19,14 +19,9 @@ from training.services import (
     training_run_cancel,
 )
 
-from .support import TINY_CONFIG, apply_training_settings, private_broker
+from .support import TINY_CONFIG, private_broker
 
 pytestmark = [pytest.mark.training, pytest.mark.django_db]
-
-
-@pytest.fixture
-def training_settings(settings, tiny_models, tmp_path):
-    return apply_training_settings(settings, tiny_models, tmp_path)
 
 
 @pytest.fixture
