@@ -109,14 +109,7 @@ class PPOTrainer:
         resume_from_checkpoint: bool | str | Path | None = None,
     ) -> None:
         import torch
-        from transformers import (
-            AutoModelForCausalLM,
-            AutoModelForSequenceClassification,
-            AutoTokenizer,
-            set_seed,
-        )
-
-        from training.scoring import load_scorer
+        from transformers import set_seed
 
         self.config = config
         self.reward_fn = reward_fn
@@ -148,72 +141,11 @@ class PPOTrainer:
             else None
         )
 
-        # Tokenizer: left padding, a pad token distinct from EOS, a chat template
         start_dir = resume_dir / "policy" if resume_dir else self.policy_dir
-        tokenizer = AutoTokenizer.from_pretrained(start_dir, local_files_only=True)
-        base_vocab = AutoTokenizer.from_pretrained(
-            self.policy_dir, local_files_only=True
-        ).get_vocab()
-        self.tokenizer_changes = (
-            list(state["tokenizer_changes"]) if state else prepare_policy_tokenizer(tokenizer)
-        )
-        tokenizer.padding_side = "left"
-        self.tokenizer = tokenizer
-        self._check_same_vocab(base_vocab, self.reward_dir, "reward_model_path")
-        if reference_path is not None:
-            self._check_same_vocab(base_vocab, self.reference_dir, "reference_path")
-
-        # Models: policy, frozen reference, value model from the reward model, reward scorer
-        self.policy = self._load(AutoModelForCausalLM, start_dir)
-        self.reference = self._load(AutoModelForCausalLM, self.reference_dir)
-        self.value_model = self._load(
-            AutoModelForSequenceClassification,
-            resume_dir / "value" if resume_dir else self.reward_dir,
-            num_labels=1,
-        )
-        value_head(self.value_model)  # refuse a reward model without a per-token score head
-        self.reference.requires_grad_(False).eval()
-        self.scorer: RewardScorer | None = None
-        if reward_fn is None:
-            self.scorer = load_scorer(self.reward_dir, device=str(self.device))
-            self.scorer.model.requires_grad_(False)
-        self.pad_id = tokenizer.pad_token_id
-        self.stop_ids = sorted(eos_token_ids(tokenizer, self.policy) - {self.pad_id})
-
-        # Prompt token ids, rendered as generation renders them, cut from the front
-        special = frozenset(tokenizer.all_special_ids)
-        self.prompt_ids = [
-            truncate_left(encode_prompt(tokenizer, p), config.max_prompt_length, special)
-            for p in self.prompts
-        ]
-        limit = getattr(self.policy.config, "max_position_embeddings", None)
-        longest = max(len(ids) for ids in self.prompt_ids)
-        if limit is not None and longest + config.response_length > limit:
-            raise ConfigError(
-                "response_length",
-                f"The longest prompt ({longest} tokens) plus `response_length` "
-                f"({config.response_length}) exceeds the policy's position limit "
-                f"(max_position_embeddings={limit}). Lower `response_length` or `max_prompt_length`.",
-            )
-
-        # Optimizers, learning-rate schedules and the state that a checkpoint restores
-        self.total_steps = config.total_steps
-        self.policy_optimizer = torch.optim.Adam(
-            self.policy.parameters(), lr=config.learning_rate, eps=config.adam_eps
-        )
-        self.value_optimizer = torch.optim.Adam(
-            self.value_model.parameters(), lr=config.learning_rate, eps=config.adam_eps
-        )
-        decay = lr_lambda(config.lr_decay, self.total_steps)
-        self.policy_scheduler = torch.optim.lr_scheduler.LambdaLR(self.policy_optimizer, decay)
-        self.value_scheduler = torch.optim.lr_scheduler.LambdaLR(self.value_optimizer, decay)
-        self.sampler = PromptSampler(len(self.prompts), config.seed)
-        self.kl_ctl = KLController(config.kl_coef, config.kl_target, config.kl_horizon)
-        self.reward_moments = RunningMoments()
-        self.global_step = 0
-        self.log_history: list[dict[str, float]] = []
-        self.warnings: list[str] = []
-        self.samples: list[dict[str, Any]] = []
+        self._load_tokenizer(start_dir, state, check_reference=reference_path is not None)
+        self._load_models(start_dir, resume_dir, reward_fn)
+        self._encode_prompts()
+        self._make_optimizers()
         if state is not None:
             self._load_state(state)
         else:
@@ -511,6 +443,87 @@ class PPOTrainer:
         return torch.tensor(scores, dtype=torch.float32, device=self.device)
 
     # -- loading and saving ---------------------------------------------------------------------
+
+    def _load_tokenizer(self, start_dir: Path, state: dict[str, Any] | None, *, check_reference: bool) -> None:
+        """Load the policy's tokenizer: left padding, a pad token distinct from EOS, a chat template."""
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(start_dir, local_files_only=True)
+        base_vocab = AutoTokenizer.from_pretrained(
+            self.policy_dir, local_files_only=True
+        ).get_vocab()
+        self.tokenizer_changes = (
+            list(state["tokenizer_changes"]) if state else prepare_policy_tokenizer(tokenizer)
+        )
+        tokenizer.padding_side = "left"
+        self.tokenizer = tokenizer
+        self._check_same_vocab(base_vocab, self.reward_dir, "reward_model_path")
+        if check_reference:
+            self._check_same_vocab(base_vocab, self.reference_dir, "reference_path")
+
+    def _load_models(self, start_dir: Path, resume_dir: Path | None, reward_fn: RewardFn | None) -> None:
+        """Load the policy, the frozen reference, the value model (from the reward model) and the scorer."""
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+        from training.scoring import load_scorer
+
+        tokenizer = self.tokenizer
+        self.policy = self._load(AutoModelForCausalLM, start_dir)
+        self.reference = self._load(AutoModelForCausalLM, self.reference_dir)
+        self.value_model = self._load(
+            AutoModelForSequenceClassification,
+            resume_dir / "value" if resume_dir else self.reward_dir,
+            num_labels=1,
+        )
+        value_head(self.value_model)  # refuse a reward model without a per-token score head
+        self.reference.requires_grad_(False).eval()
+        self.scorer: RewardScorer | None = None
+        if reward_fn is None:
+            self.scorer = load_scorer(self.reward_dir, device=str(self.device))
+            self.scorer.model.requires_grad_(False)
+        self.pad_id = tokenizer.pad_token_id
+        self.stop_ids = sorted(eos_token_ids(tokenizer, self.policy) - {self.pad_id})
+
+    def _encode_prompts(self) -> None:
+        """Encode the prompts as generation renders them, cut from the front; refuse what cannot fit."""
+        config, tokenizer = self.config, self.tokenizer
+        special = frozenset(tokenizer.all_special_ids)
+        self.prompt_ids = [
+            truncate_left(encode_prompt(tokenizer, p), config.max_prompt_length, special)
+            for p in self.prompts
+        ]
+        limit = getattr(self.policy.config, "max_position_embeddings", None)
+        longest = max(len(ids) for ids in self.prompt_ids)
+        if limit is not None and longest + config.response_length > limit:
+            raise ConfigError(
+                "response_length",
+                f"The longest prompt ({longest} tokens) plus `response_length` "
+                f"({config.response_length}) exceeds the policy's position limit "
+                f"(max_position_embeddings={limit}). Lower `response_length` or `max_prompt_length`.",
+            )
+
+    def _make_optimizers(self) -> None:
+        """Make the optimizers, learning-rate schedules and the state that a checkpoint restores."""
+        import torch
+
+        config = self.config
+        self.total_steps = config.total_steps
+        self.policy_optimizer = torch.optim.Adam(
+            self.policy.parameters(), lr=config.learning_rate, eps=config.adam_eps
+        )
+        self.value_optimizer = torch.optim.Adam(
+            self.value_model.parameters(), lr=config.learning_rate, eps=config.adam_eps
+        )
+        decay = lr_lambda(config.lr_decay, self.total_steps)
+        self.policy_scheduler = torch.optim.lr_scheduler.LambdaLR(self.policy_optimizer, decay)
+        self.value_scheduler = torch.optim.lr_scheduler.LambdaLR(self.value_optimizer, decay)
+        self.sampler = PromptSampler(len(self.prompts), config.seed)
+        self.kl_ctl = KLController(config.kl_coef, config.kl_target, config.kl_horizon)
+        self.reward_moments = RunningMoments()
+        self.global_step = 0
+        self.log_history: list[dict[str, float]] = []
+        self.warnings: list[str] = []
+        self.samples: list[dict[str, Any]] = []
 
     def _load(self, auto_class: Any, path: Path, **kwargs: Any) -> nn.Module:
         import torch
