@@ -24,6 +24,7 @@ from annotation.core.judging import AnswerError
 HANDLE_CHARS = 12  # base32: 60 bits, collision-free within an item of at most a few responses
 _PURPOSE = b"arbiter.response-handle"
 NOT_SHOWN = "is not a response of this item (send the ids `next` gave)"
+_FULL = 52  # base32 characters of a SHA-256 digest, unpadded
 
 
 def handle_key(secret: str | bytes) -> bytes:
@@ -37,21 +38,25 @@ def _digest(key: bytes, scope: str, response_id: int) -> str:
     return base64.b32encode(mac).decode().rstrip("=").lower()
 
 
-def response_handles(key: bytes, scope: int | str, response_ids: Iterable[int]) -> dict[int, str]:
+def response_handles(
+    key: bytes, scope: int | str, response_ids: Iterable[int], *, width: int = HANDLE_CHARS
+) -> dict[int, str]:
     """Return {response id: handle} for the responses shown in one assignment (`scope`).
 
-    Handles are the first HANDLE_CHARS characters of the keyed hash; should two responses of
-    the item share them, every handle of that item is lengthened until they differ (the same
-    ids always give the same handles, so submit finds the ones `next` gave).
+    Handles are the first `width` characters of the keyed hash; should two responses of the
+    item share them, every handle of that item is lengthened by `width` until they differ (the
+    same ids always give the same handles, so submit finds the ones `next` gave). The whole
+    hash (52 characters) of two different responses never agrees.
     """
-    ids = list(response_ids)
-    full = {rid: _digest(key, str(scope), rid) for rid in ids}
-    width = HANDLE_CHARS
+    full = {rid: _digest(key, str(scope), rid) for rid in response_ids}
+    size = width
     while True:
-        handles = {rid: digest[:width] for rid, digest in full.items()}
-        if len(set(handles.values())) == len(handles) or width >= len(next(iter(full.values()))):
+        handles = {rid: digest[:size] for rid, digest in full.items()}
+        if len(set(handles.values())) == len(handles):
             return handles
-        width += HANDLE_CHARS
+        if size >= _FULL:
+            raise ValueError(f"response handles collide in full for {scope}")  # SHA-256 collided
+        size += width
 
 
 def _to_id(value: Any, field: str, ids: Mapping[str, int]) -> int:

@@ -429,13 +429,16 @@ class NextCall(NamedTuple):
 
 _MAX_SHOWN = MAX_RESPONSES + 1  # random keys passed to `arbiter_next`, one per response position
 
+# Where each assignment's display order comes from: the operating system's randomness, so no one
+# can predict it. A test that must be repeatable puts a seeded random.Random here.
+DISPLAY_ORDER_RNG: random.Random = random.SystemRandom()
+
 
 def next_call(campaign_id: int, *, user_id: int | None = None, token: str | None = None) -> NextCall:
     """Call `arbiter_next` (PostgreSQL) for a user id, or for an API token it checks itself."""
     now = timezone.now()
     draw = random.random()  # a gold check when below the campaign's gold rate
-    rng = random.SystemRandom()
-    keys = [rng.random() for _ in range(_MAX_SHOWN)]  # the display order sorts the responses by these
+    keys = [DISPLAY_ORDER_RNG.random() for _ in range(_MAX_SHOWN)]  # the display order sorts the responses by these
     with hot_cursor() as cursor:
         cursor.execute(_sql()["next_call"], [campaign_id, token, user_id, now, draw, keys])
         return NextCall(*cursor.fetchone())
@@ -505,7 +508,7 @@ def lease_next_steps(*, campaign_id: int, annotator: Judge) -> NextResult:
         item_id, shown = taken
         content = dict(shown.responses)
         order = list(content)
-        random.SystemRandom().shuffle(order)
+        DISPLAY_ORDER_RNG.shuffle(order)
         values = {
             "campaign": campaign_id,
             "item": item_id,
