@@ -187,6 +187,11 @@ def test_openapi_schema_lists_the_operations(client_for, annotator):
                  "/api/v1/assignments/{assignment_id}/skip/", "/api/v1/campaigns/{campaign_id}/import/"):
         assert "post" in paths[path], path
     assert "Token" in json.dumps(schema["components"]["securitySchemes"])
+    # Responses are named by opaque handles (strings), in what next sends and what submit takes and returns.
+    components = schema["components"]["schemas"]
+    assert components["AssignmentOutputItemShownResponse"]["properties"]["id"]["type"] == "string"
+    assert components["JudgmentSubmitInput"]["properties"]["preferred_response_id"]["type"] == "string"
+    assert components["JudgmentSubmitOutput"]["properties"]["preferred_response_id"]["type"] == "string"
     docs = client_for(annotator).get(reverse("api:docs"))
     assert docs.status_code == 200 and b"swagger-ui" in docs.content and b"cdn" not in docs.content.lower()
 
