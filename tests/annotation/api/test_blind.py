@@ -125,3 +125,31 @@ def test_a_raw_response_id_or_another_assignments_handle_is_refused_naming_the_f
     judgment = Judgment.objects.get()
     assert judgment.preferred_response_id == order[1]
     assert judgment.answer == {"criteria": {"helpfulness": order[0]}}
+
+
+@pytest.mark.django_db
+def test_handles_cost_no_database_statement(client_for, make_campaign, annotator, annotator2):
+    """Naming responses by handle is pure computation on what next and submit already read: the API's
+    next and submit run exactly the statements the services run with response ids."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from annotation.services.serving import judgment_submit, lease_next
+
+    if connection.vendor == "postgresql":
+        pytest.skip("PostgreSQL runs these on a prepared psycopg cursor, which Django's capture does not see")
+    campaign = make_campaign(items=2, overlap=2, annotators=[annotator, annotator2])
+    client = client_for(annotator)
+    with CaptureQueriesContext(connection) as by_api:
+        shown = _next(client, campaign)
+    with CaptureQueriesContext(connection) as by_service:
+        leased = lease_next(campaign_id=campaign.pk, annotator=annotator2).assignment
+    assert len(by_api) == len(by_service) > 0
+    with CaptureQueriesContext(connection) as by_api:
+        res = _submit(client, shown["id"], {"outcome": "preferred", "strength": 2,
+                                            "preferred_response_id": shown["item"]["responses"][0]["id"]})
+    assert res.status_code == 201, res.content
+    with CaptureQueriesContext(connection) as by_service:
+        judgment_submit(assignment_id=leased.pk, annotator=annotator2,
+                        answer={"outcome": "preferred", "strength": 2, "preferred_response_id": leased.display_order[0]})
+    assert len(by_api) == len(by_service) > 0
