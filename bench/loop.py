@@ -64,8 +64,9 @@ def hidden_score(text: str) -> float:
     return float(sum(low.count(p) for p in POLITE) - sum(low.count(b) for b in BLUNT))
 
 
-def simulated_choice(texts: dict[int, str], rng: random.Random) -> dict:
-    """Answer a pairwise item the way a noisy annotator with the hidden preference would."""
+def simulated_choice(texts: dict[str, str], rng: random.Random) -> dict:
+    """Answer a pairwise item the way a noisy annotator with the hidden preference would (`texts` is
+    keyed by the handles `next` gave)."""
     (a, ta), (b, tb) = texts.items()
     if rng.random() < NOISE:
         return {"outcome": "preferred", "preferred_response_id": rng.choice([a, b]), "strength": 1}

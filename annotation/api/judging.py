@@ -8,10 +8,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.api.schema import ERROR
+from annotation.core.handles import answer_to_handles
+from annotation.models import Judgment
 from annotation.services.serving import (
     SKIP_REASONS,
     NextResult,
     assignment_extend,
+    assignment_handles,
     assignment_skip,
     next_for,
     submit_for,
@@ -24,11 +27,12 @@ class MessageSerializer(serializers.Serializer):
 
 
 class AssignmentOutputSerializer(serializers.Serializer):
-    """What the annotator's browser receives: no model names, responses in display order."""
+    """What the annotator's browser receives: no model names, responses in display order, each
+    named by an opaque handle that holds for this assignment only (send it back in the answer)."""
 
     class ItemSerializer(serializers.Serializer):
         class ShownResponse(serializers.Serializer):
-            id = serializers.IntegerField()
+            id = serializers.CharField(help_text="this assignment's handle for the response (not its database id)")
             content = serializers.CharField(allow_blank=True)
 
         id = serializers.IntegerField()
@@ -42,8 +46,11 @@ class AssignmentOutputSerializer(serializers.Serializer):
 
 def next_payload(result: NextResult) -> dict:
     """The `next` answer: the annotator's view of the assignment (content only, in the order
-    shown, no model names) and their progress line. The hot path (annotation.http.hotpath) sends the same."""
+    shown, no model names, each response named by its handle) and their progress line. The hot
+    path (annotation.http.hotpath) sends the same."""
     assignment, shown = result.assignment, result.shown
+    if assignment is not None:
+        handles = assignment_handles(assignment.pk, [rid for rid, _ in shown.responses])
     return {
         "assignment": None if assignment is None else {
             "id": assignment.pk,
@@ -51,7 +58,7 @@ def next_payload(result: NextResult) -> dict:
             "item": {
                 "id": assignment.item_id,
                 "messages": shown.messages,
-                "responses": [{"id": rid, "content": content} for rid, content in shown.responses],
+                "responses": [{"id": handles[rid], "content": content} for rid, content in shown.responses],
             },
         },
         "progress": result.progress,
@@ -89,14 +96,17 @@ class JudgmentSubmitApi(APIView):
             choices=["preferred", "tie", "both_bad", "ranked", "rated"],
             help_text="pairwise: preferred | tie | both_bad; ranking: ranked; rating: rated",
         )
-        preferred_response_id = serializers.IntegerField(required=False, allow_null=True, default=None)
+        preferred_response_id = serializers.CharField(
+            required=False, allow_null=True, allow_blank=True, default=None,
+            help_text="pairwise, outcome preferred: the handle (`id`) `next` gave the preferred response",
+        )
         strength = serializers.IntegerField(required=False, allow_null=True, default=None)
         criteria = serializers.JSONField(
-            required=False, help_text='pairwise with criteria: {"helpfulness": <response id> | "tie", ...}'
+            required=False, help_text='pairwise with criteria: {"helpfulness": "<response handle>" | "tie", ...}'
         )
-        ranking = serializers.JSONField(required=False, help_text="ranking: groups of response ids, best first")
+        ranking = serializers.JSONField(required=False, help_text="ranking: groups of response handles, best first")
         ratings = serializers.JSONField(
-            required=False, help_text='rating: {"<response id>": {"<criterion>": score}}'
+            required=False, help_text='rating: {"<response handle>": {"<criterion>": score}}'
         )
         flags = serializers.JSONField(required=False, help_text="unsafe, private_data, broken, cant_judge")
         rationale = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
@@ -104,12 +114,14 @@ class JudgmentSubmitApi(APIView):
         time_taken_ms = serializers.IntegerField(required=False, allow_null=True, default=None)
 
     class OutputSerializer(serializers.Serializer):
+        """The judgment as stored, its responses named by the assignment's handles (`submit_payload`)."""
+
         id = serializers.IntegerField()
         assignment_id = serializers.IntegerField()
         outcome = serializers.CharField()
-        preferred_response_id = serializers.IntegerField(allow_null=True)
+        preferred_response_id = serializers.CharField(allow_null=True, help_text="the preferred response's handle")
         strength = serializers.IntegerField(allow_null=True)
-        answer = serializers.JSONField()
+        answer = serializers.JSONField(help_text="kind-specific, naming responses by handle")
         created_at = serializers.DateTimeField()
 
     @extend_schema(
@@ -123,7 +135,17 @@ class JudgmentSubmitApi(APIView):
         code, judgment = submit_for(
             assignment_id=assignment_id, annotator=request.user, answer=lambda: s.validated_data
         )
-        return Response(self.OutputSerializer(judgment).data, status=code)
+        return Response(submit_payload(self.OutputSerializer().to_representation(judgment), judgment), status=code)
+
+
+def submit_payload(data: dict, judgment: Judgment) -> dict:
+    """The submit answer (`OutputSerializer`'s `data` of the judgment) as its annotator sees it:
+    responses named by the assignment's handles, never by id. The hot path sends the same."""
+    handles = assignment_handles(judgment.assignment_id, list(judgment.display_order))
+    preferred = judgment.preferred_response_id
+    data["preferred_response_id"] = None if preferred is None else handles[preferred]
+    data["answer"] = answer_to_handles(judgment.answer or {}, handles)
+    return data
 
 
 class AssignmentSkipApi(APIView):

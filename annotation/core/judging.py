@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,11 +231,13 @@ def validate_answer(
     options: PairwiseOptions,
     response_ids: Sequence[int],
     criteria: Sequence[Criterion] = (),
+    shown_as: Mapping[int, str] | None = None,
 ) -> Answer:
     """Return the cleaned answer for the campaign's kind, or raise AnswerError naming the field.
 
     The kind's own fields are checked first, then what every kind shares (rationale, edit,
-    time, flags), so the first error named is the one about the answer itself.
+    time, flags), so the first error named is the one about the answer itself. Errors name a
+    response as `shown_as` names it (its handle, for an annotator), else by its id.
     """
     if not isinstance(payload, dict):
         raise AnswerError("answer", "must be an object")
@@ -246,12 +248,12 @@ def validate_answer(
         edit_target = preferred
     elif kind == "ranking":
         outcome, preferred, strength = "ranked", None, None
-        extra = {"ranking": _ranking(payload, options, response_ids)}
+        extra = {"ranking": _ranking(payload, options, response_ids, shown_as or {})}
         top = extra["ranking"][0]
         edit_target = top[0] if len(top) == 1 else None
     elif kind == "rating":
         outcome, preferred, strength = "rated", None, None
-        extra = {"ratings": _ratings(payload, response_ids, criteria)}
+        extra = {"ratings": _ratings(payload, response_ids, criteria, shown_as or {})}
         edit_target = response_ids[0] if len(response_ids) == 1 else None
     else:
         raise AnswerError("kind", f"unknown campaign kind {kind!r}")
@@ -295,7 +297,9 @@ def _pairwise_criteria(
     return {"criteria": winners}
 
 
-def _ranking(payload: dict[str, Any], options: PairwiseOptions, response_ids: Sequence[int]) -> list[list[int]]:
+def _ranking(
+    payload: dict[str, Any], options: PairwiseOptions, response_ids: Sequence[int], names: Mapping[int, str]
+) -> list[list[int]]:
     if payload.get("outcome", "ranked") != "ranked":
         raise AnswerError("outcome", "must be 'ranked' in a ranking campaign")
     ranking = payload.get("ranking")
@@ -314,18 +318,18 @@ def _ranking(payload: dict[str, Any], options: PairwiseOptions, response_ids: Se
         for rid in group:
             rid = _response_id(rid, f"ranking[{g}]", response_ids)
             if rid in seen:
-                raise AnswerError("ranking", f"response {rid} appears more than once")
+                raise AnswerError("ranking", f"response {names.get(rid, rid)} appears more than once")
             seen.add(rid)
             ids.append(rid)
         groups.append(ids)
     missing = [rid for rid in response_ids if rid not in seen]
     if missing:
-        raise AnswerError("ranking", f"response {missing[0]} is missing: rank every response")
+        raise AnswerError("ranking", f"response {names.get(missing[0], missing[0])} is missing: rank every response")
     return groups
 
 
 def _ratings(
-    payload: dict[str, Any], response_ids: Sequence[int], criteria: Sequence[Criterion]
+    payload: dict[str, Any], response_ids: Sequence[int], criteria: Sequence[Criterion], names: Mapping[int, str]
 ) -> dict[str, dict[str, int]]:
     if payload.get("outcome", "rated") != "rated":
         raise AnswerError("outcome", "must be 'rated' in a rating campaign")
@@ -335,21 +339,22 @@ def _ratings(
     cleaned: dict[str, dict[str, int]] = {}
     for key, scores in ratings.items():
         rid = _response_id(key, "ratings", response_ids)
+        shown = names.get(rid, rid)
         if not isinstance(scores, dict):
-            raise AnswerError(f"ratings.{rid}", "must map each criterion to a score")
+            raise AnswerError(f"ratings.{shown}", "must map each criterion to a score")
         row: dict[str, int] = {}
         for c in criteria:
             if c.name not in scores:
-                raise AnswerError(f"ratings.{rid}.{c.name}", "is missing: rate every criterion")
+                raise AnswerError(f"ratings.{shown}.{c.name}", "is missing: rate every criterion")
             score = scores[c.name]
             if isinstance(score, bool) or not isinstance(score, int) or not c.low <= score <= c.high:
-                raise AnswerError(f"ratings.{rid}.{c.name}", f"must be an integer from {c.low} to {c.high}, not {score!r}")
+                raise AnswerError(f"ratings.{shown}.{c.name}", f"must be an integer from {c.low} to {c.high}, not {score!r}")
             row[c.name] = score
         unknown = sorted(set(scores) - {c.name for c in criteria})
         if unknown:
-            raise AnswerError(f"ratings.{rid}.{unknown[0]}", "is not a criterion of this campaign")
+            raise AnswerError(f"ratings.{shown}.{unknown[0]}", "is not a criterion of this campaign")
         cleaned[str(rid)] = row
     missing = [rid for rid in response_ids if str(rid) not in cleaned]
     if missing:
-        raise AnswerError("ratings", f"response {missing[0]} is missing: rate every response")
+        raise AnswerError("ratings", f"response {names.get(missing[0], missing[0])} is missing: rate every response")
     return cleaned

@@ -32,7 +32,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.renderers import JSONRenderer
 
 from annotation import events
-from annotation.api.judging import JudgmentSubmitApi, next_payload
+from annotation.api.judging import JudgmentSubmitApi, next_payload, submit_payload
 from annotation.errors import api_exception_handler
 from annotation.services.serving import next_for, submit_for
 
@@ -176,7 +176,7 @@ def _submit(assignment_id: int, token: str, body: bytes) -> tuple[int, Any]:
     status, judgment = submit_for(
         assignment_id=assignment_id, token=token, answer=lambda: given.run_validation(_parse_json(body))
     )
-    return status, shown.to_representation(judgment)
+    return status, submit_payload(shown.to_representation(judgment), judgment)
 
 
 def _parse_json(body: bytes) -> Any:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
 import psycopg
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, models, transaction
 from django.db.models import F
@@ -26,6 +27,7 @@ from django.utils import timezone
 from rest_framework import exceptions as drf_exceptions
 
 from annotation import events, hooks
+from annotation.core.handles import answer_from_handles, handle_key, response_handles
 from annotation.core.importing import MAX_RESPONSES
 from annotation.core.judging import AnswerError, PairwiseOptions, validate_answer, validate_criteria
 from annotation.errors import ConflictError, ForbiddenError, NotFoundError, field_error
@@ -109,6 +111,20 @@ def _check_member(role: str, is_active: bool) -> None:
         raise ForbiddenError("Only annotators (and managers) judge in a campaign.")
     if not is_active:
         raise ForbiddenError("Your work in this campaign is paused by its manager.")
+
+
+@functools.lru_cache(maxsize=4)
+def _handle_key(secret: str) -> bytes:
+    return handle_key(secret)
+
+
+def assignment_handles(assignment_id: int | str, response_ids: list[int]) -> dict[int, str]:
+    """Return {response id: handle}: how the annotator of the assignment is shown its responses.
+
+    Handles are keyed by the installation's SECRET_KEY (annotation.core.handles); what the
+    annotator sends back is given in them, and `submit_for` maps them back to ids.
+    """
+    return response_handles(_handle_key(settings.SECRET_KEY), assignment_id, response_ids)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,13 +429,16 @@ class NextCall(NamedTuple):
 
 _MAX_SHOWN = MAX_RESPONSES + 1  # random keys passed to `arbiter_next`, one per response position
 
+# Where each assignment's display order comes from: the operating system's randomness, so no one
+# can predict it. A test that must be repeatable puts a seeded random.Random here.
+DISPLAY_ORDER_RNG: random.Random = random.SystemRandom()
+
 
 def next_call(campaign_id: int, *, user_id: int | None = None, token: str | None = None) -> NextCall:
     """Call `arbiter_next` (PostgreSQL) for a user id, or for an API token it checks itself."""
     now = timezone.now()
     draw = random.random()  # a gold check when below the campaign's gold rate
-    rng = random.SystemRandom()
-    keys = [rng.random() for _ in range(_MAX_SHOWN)]  # the display order sorts the responses by these
+    keys = [DISPLAY_ORDER_RNG.random() for _ in range(_MAX_SHOWN)]  # the display order sorts the responses by these
     with hot_cursor() as cursor:
         cursor.execute(_sql()["next_call"], [campaign_id, token, user_id, now, draw, keys])
         return NextCall(*cursor.fetchone())
@@ -489,7 +508,7 @@ def lease_next_steps(*, campaign_id: int, annotator: Judge) -> NextResult:
         item_id, shown = taken
         content = dict(shown.responses)
         order = list(content)
-        random.SystemRandom().shuffle(order)
+        DISPLAY_ORDER_RNG.shuffle(order)
         values = {
             "campaign": campaign_id,
             "item": item_id,
@@ -604,10 +623,13 @@ class _Submission:
     announce: bool  # the campaign announces its judgments (annotation.hooks)
 
 
-def _checked_submission(row: tuple | None, assignment_id: int, annotator: Judge,
-                        answer: dict) -> _Submission | tuple[Judgment, bool]:
+def _checked_submission(row: tuple | None, assignment_id: int, annotator: Judge, answer: dict,
+                        by_handle: bool = False) -> _Submission | tuple[Judgment, bool]:
     """Check a submit against its locked assignment row (`own_assignment`): the values to store,
-    or (the judgment already stored, False) for a repeated submit; raise if it is refused."""
+    or (the judgment already stored, False) for a repeated submit; raise if it is refused.
+
+    With `by_handle`, the answer names responses by the assignment's handles (what `next`
+    showed); they are mapped back to response ids before the answer is checked."""
     if row is None:
         raise NotFoundError("Assignment not found.", extra={"assignment_id": assignment_id})
     (a_status, item_id, order, campaign_id, c_status, kind, allow_ties, allow_both_bad, use_strength,
@@ -619,7 +641,11 @@ def _checked_submission(row: tuple | None, assignment_id: int, annotator: Judge,
     if c_status == Campaign.Status.CLOSED:
         raise ConflictError("This campaign is closed; the judgment was not stored.")
     order = _json(order)
+    shown_as = None
     try:
+        if by_handle:
+            shown_as = assignment_handles(assignment_id, order)
+            answer = answer_from_handles(answer, shown_as)
         cleaned = validate_answer(
             answer,
             kind=kind,
@@ -629,6 +655,7 @@ def _checked_submission(row: tuple | None, assignment_id: int, annotator: Judge,
             ),
             response_ids=order,
             criteria=_criteria(kind, criteria),
+            shown_as=shown_as,
         )
     except AnswerError as exc:
         raise field_error(exc.field, exc.message) from exc
@@ -696,17 +723,20 @@ def _record_postgresql(cursor: Any, sql: dict[str, str], values: dict[str, Any],
 
 
 @transaction.atomic
-def judgment_submit(*, assignment_id: int, annotator: Judge, answer: dict) -> tuple[Judgment, bool]:
+def judgment_submit(*, assignment_id: int, annotator: Judge, answer: dict,
+                    by_handle: bool = False) -> tuple[Judgment, bool]:
     """Store the annotator's judgment for the assignment; return (judgment, created).
 
     Idempotent on the assignment: a repeated submit returns the judgment already stored. A
     submit after the lease expired is accepted while the item still needs a judgment, and
-    refused with a conflict otherwise.
+    refused with a conflict otherwise. The answer names responses by id, or with `by_handle`
+    by the handles the annotator was shown (`assignment_handles`).
     """
     with hot_cursor() as cursor:
         cursor.execute(_sql()["own_assignment"], [assignment_id, annotator.pk])
         row = cursor.fetchone()
-    return judgment_submit_locked(row, assignment_id=assignment_id, annotator=annotator, answer=answer)
+    return judgment_submit_locked(row, assignment_id=assignment_id, annotator=annotator, answer=answer,
+                                  by_handle=by_handle)
 
 
 def submission_for_token(*, assignment_id: int, token: str) -> tuple | None:
@@ -723,11 +753,11 @@ def submission_for_token(*, assignment_id: int, token: str) -> tuple | None:
 
 
 def judgment_submit_locked(row: tuple | None, *, assignment_id: int, annotator: Judge,
-                           answer: dict) -> tuple[Judgment, bool]:
+                           answer: dict, by_handle: bool = False) -> tuple[Judgment, bool]:
     """`judgment_submit` once its assignment row is locked (None: not the annotator's)."""
     if not connection.in_atomic_block:
         raise RuntimeError("judgment_submit_locked runs in the transaction that locked the assignment")
-    checked = _checked_submission(row, assignment_id, annotator, answer)
+    checked = _checked_submission(row, assignment_id, annotator, answer, by_handle)
     if isinstance(checked, tuple):
         return checked
     sql = _sql()
@@ -755,7 +785,9 @@ def submit_for(
 ) -> tuple[int, Judgment]:
     """`submit` for the API: (201 for a new judgment or 200 for a repeated submit, the judgment).
 
-    For the user DRF authenticated, or for an API token (the hot path), checked as DRF's
+    The answer names responses by the handles `next` showed (`assignment_handles`); they are
+    mapped back to response ids before it is checked, and an unknown one is refused naming
+    the field. For the user DRF authenticated, or for an API token (the hot path), checked as DRF's
     TokenAuthentication checks it. `answer()` returns the validated body; it is called in DRF's
     order, after authentication and before the assignment is looked at. On PostgreSQL one
     statement checks a token and locks the assignment.
@@ -770,11 +802,13 @@ def submit_for(
                 raise drf_exceptions.AuthenticationFailed("User inactive or deleted.")
             user = TokenUser(pk=user_id, is_superuser=is_superuser)
             judgment, created = judgment_submit_locked(
-                row, assignment_id=assignment_id, annotator=user, answer=answer()
+                row, assignment_id=assignment_id, annotator=user, answer=answer(), by_handle=True
             )
     else:
         user = annotator if token is None else token_user(token)
-        judgment, created = judgment_submit(assignment_id=assignment_id, annotator=user, answer=answer())
+        judgment, created = judgment_submit(
+            assignment_id=assignment_id, annotator=user, answer=answer(), by_handle=True
+        )
     return (201 if created else 200), judgment
 
 

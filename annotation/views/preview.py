@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_http_methods
 
+from annotation.core.handles import answer_from_handles, answer_to_handles
 from annotation.core.judging import (
     AnswerError,
     CriteriaError,
@@ -29,7 +30,7 @@ from annotation.core.judging import (
 from annotation.errors import ApplicationError, ForbiddenError, NotFoundError
 from annotation.models import Campaign, Item, ItemResponse, Role
 from annotation.selectors import campaign_get_for_user, campaign_live_counts, user_role
-from annotation.services.serving import SKIP_REASONS
+from annotation.services.serving import SKIP_REASONS, assignment_handles
 from annotation.views.access import campaign_page
 from annotation.views.campaigns import SERVICE_FIELD, CampaignForm, criteria_formset, criteria_from
 from annotation.views.forms import form_apply_error
@@ -163,6 +164,11 @@ def _sample(kind: str) -> tuple[int, list[dict], list[dict]]:
     return SAMPLE_ITEM_ID, SAMPLE_MESSAGES, [{"id": k + 1, "content": SAMPLE_RESPONSES[k]} for k in range(n)]
 
 
+def _handles(request: HttpRequest, item_id: int, responses: list[dict]) -> dict[int, str]:
+    """The preview's handles for an item's responses, as the real `next` names them: opaque, no order."""
+    return assignment_handles(f"preview:{request.user.pk}:{item_id}", [r["id"] for r in responses])
+
+
 def _json_error(exc: ApplicationError) -> JsonResponse:
     return JsonResponse({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
 
@@ -177,6 +183,8 @@ def preview_next(request: HttpRequest, token: str) -> HttpResponse:
         return _json_error(exc)
     item_id, messages, responses = _item(campaign, None) or _sample(schema["kind"])
     random.SystemRandom().shuffle(responses)
+    handles = _handles(request, item_id, responses)
+    responses = [{"id": handles[r["id"]], "content": r["content"]} for r in responses]
     expires = timezone.now() + timedelta(seconds=schema["lease"])
     counts = campaign_live_counts(campaign_id=campaign.pk) if campaign else {"done": 0, "wanted": 1}
     return JsonResponse({
@@ -198,6 +206,7 @@ def preview_action(request: HttpRequest, token: str, action: str, item_id: int) 
         if found is None:
             raise NotFoundError("Item not found in this preview.")
         response_ids = [r["id"] for r in found[2]]
+        handles = _handles(request, item_id, found[2])
         now = timezone.now()
         if action == "heartbeat":
             expires = now + timedelta(seconds=schema["lease"])
@@ -213,14 +222,14 @@ def preview_action(request: HttpRequest, token: str, action: str, item_id: int) 
         options = PairwiseOptions(*schema["options"])
         try:
             criteria = validate_criteria(schema["kind"], schema["criteria"])
-            cleaned = validate_answer(body, kind=schema["kind"], options=options, response_ids=response_ids,
-                                      criteria=criteria)
+            cleaned = validate_answer(answer_from_handles(body, handles), kind=schema["kind"], options=options,
+                                      response_ids=response_ids, criteria=criteria, shown_as=handles)
         except AnswerError as exc:
             raise ApplicationError(f"{exc.field}: {exc.message}", extra={"fields": {exc.field: [exc.message]}}) from exc
         return JsonResponse({
             "id": 0, "assignment_id": item_id, "outcome": cleaned.outcome,
-            "preferred_response_id": cleaned.preferred_response_id, "strength": cleaned.strength,
-            "answer": cleaned.answer, "created_at": now.isoformat(), "preview": True,
+            "preferred_response_id": handles.get(cleaned.preferred_response_id), "strength": cleaned.strength,
+            "answer": answer_to_handles(cleaned.answer, handles), "created_at": now.isoformat(), "preview": True,
         }, status=201)
     except ValueError:
         return JsonResponse({"message": "The request body is not valid JSON.", "extra": {}}, status=400)

@@ -173,6 +173,18 @@ def wait_for_item(page, *, not_assignment: str | None = None) -> str:
     return page.locator("[data-testid=item]").get_attribute("data-assignment-id")
 
 
+def response_ids_on_page(page, letters: str) -> dict[str, int]:
+    """{letter: response id} of the responses shown: the page names each by this assignment's
+    handle (`data-response-id`), mapped back to its id as submit does."""
+    from annotation.models import Assignment
+    from annotation.services.serving import assignment_handles
+
+    assignment_id = int(page.get_by_test_id("item").get_attribute("data-assignment-id"))
+    order = Assignment.objects.get(pk=assignment_id).display_order
+    by_handle = {handle: rid for rid, handle in assignment_handles(assignment_id, order).items()}
+    return {c: by_handle[page.get_by_test_id(f"response-{c}").get_attribute("data-response-id")] for c in letters}
+
+
 def screenshot(page, name: str, *, full_page: bool = True) -> Path:
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOT_DIR / name

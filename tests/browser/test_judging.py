@@ -8,7 +8,7 @@ import pytest
 from annotation.models import Campaign, Judgment
 from annotation.services.campaigns import campaign_set_status
 from annotation.services.imports import items_import
-from tests.browser.conftest import PHONE, screenshot, wait_for_item
+from tests.browser.conftest import PHONE, response_ids_on_page, screenshot, wait_for_item
 from tests.conftest import jsonl, pair_rows
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -20,8 +20,7 @@ def shown(page) -> dict:
     return {
         "assignment": int(item.get_attribute("data-assignment-id")),
         "item": int(item.get_attribute("data-item-id")),
-        "a": int(page.locator("[data-testid=response-a]").get_attribute("data-response-id")),
-        "b": int(page.locator("[data-testid=response-b]").get_attribute("data-response-id")),
+        **response_ids_on_page(page, "ab"),
     }
 
 

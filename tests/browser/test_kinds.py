@@ -6,7 +6,7 @@ import pytest
 from annotation.models import Assignment, Campaign, Judgment, Role
 from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
 from annotation.services.imports import items_import
-from tests.browser.conftest import PHONE
+from tests.browser.conftest import PHONE, response_ids_on_page
 from tests.browser.conftest import screenshot as _screenshot
 from tests.conftest import jsonl
 
@@ -80,7 +80,7 @@ def wait_ready(page, *, not_assignment: str | None = None) -> str:
 
 
 def ids(page, letters: str) -> dict[str, int]:
-    return {c: int(page.get_by_test_id(f"response-{c}").get_attribute("data-response-id")) for c in letters}
+    return response_ids_on_page(page, letters)
 
 
 def open_judge(page, login, annotator, campaign) -> str:

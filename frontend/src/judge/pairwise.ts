@@ -5,7 +5,7 @@ import { BaseJudge, store, storedFlag, toolbarToggle, type Problem } from './bas
 import type { Shortcut } from './keyboard';
 import { positionLetter, renderResponse } from './render';
 import type { EditTarget } from './rewrite';
-import type { Assignment, Criterion, Outcome, PairwiseSubmission, Strength } from './types';
+import type { Assignment, Criterion, Outcome, PairwiseSubmission, ResponseId, Strength } from './types';
 
 type Choice = 'a' | 'b' | 'tie' | 'both_bad';
 /** A criterion's winner: a side, or a tie. */
@@ -336,7 +336,7 @@ export class PairwiseJudge extends BaseJudge {
   protected kindSubmission(assignment: Assignment): Omit<PairwiseSubmission, 'rationale' | 'time_taken_ms'> {
     const [left, right] = assignment.item.responses;
     let outcome: Outcome;
-    let preferred: number | null = null;
+    let preferred: ResponseId | null = null;
     switch (this.choice) {
       case 'a':
         outcome = 'preferred';

@@ -12,19 +12,19 @@ import type { Shortcut } from './keyboard';
 import { markdownElement } from '../markdown';
 import { positionLetter } from './render';
 import type { EditTarget } from './rewrite';
-import type { Assignment, CandidateResponse, RankingSubmission } from './types';
+import type { Assignment, CandidateResponse, RankingSubmission, ResponseId } from './types';
 
-type Drop = { target: number; where: 'before' | 'after' | 'tie' };
+type Drop = { target: ResponseId; where: 'before' | 'after' | 'tie' };
 
 const COLLAPSE_KEY = 'arbiter.judge.collapseAll';
 
 /** Pure ranking operations on tie groups (best first); each returns a new list. */
 export const Ranking = {
-  clean(groups: number[][]): number[][] {
+  clean(groups: ResponseId[][]): ResponseId[][] {
     return groups.filter((g) => g.length > 0);
   },
 
-  find(groups: number[][], id: number): [number, number] {
+  find(groups: ResponseId[][], id: ResponseId): [number, number] {
     for (let g = 0; g < groups.length; g++) {
       const i = groups[g].indexOf(id);
       if (i >= 0) return [g, i];
@@ -33,7 +33,7 @@ export const Ranking = {
   },
 
   /** Move one place up: out of its tie group (above it), or above the group before. */
-  up(groups: number[][], id: number): number[][] {
+  up(groups: ResponseId[][], id: ResponseId): ResponseId[][] {
     const next = groups.map((g) => [...g]);
     const [g] = Ranking.find(next, id);
     if (g < 0) return groups;
@@ -48,7 +48,7 @@ export const Ranking = {
     return next;
   },
 
-  down(groups: number[][], id: number): number[][] {
+  down(groups: ResponseId[][], id: ResponseId): ResponseId[][] {
     const next = groups.map((g) => [...g]);
     const [g] = Ranking.find(next, id);
     if (g < 0) return groups;
@@ -64,7 +64,7 @@ export const Ranking = {
   },
 
   /** Join the group above (a tie with the card(s) just above). */
-  tieUp(groups: number[][], id: number): number[][] {
+  tieUp(groups: ResponseId[][], id: ResponseId): ResponseId[][] {
     const next = groups.map((g) => [...g]);
     const [g, i] = Ranking.find(next, id);
     if (g <= 0 || i > 0) return groups;
@@ -74,7 +74,7 @@ export const Ranking = {
   },
 
   /** Leave the tie group, just below it. */
-  untie(groups: number[][], id: number): number[][] {
+  untie(groups: ResponseId[][], id: ResponseId): ResponseId[][] {
     const next = groups.map((g) => [...g]);
     const [g] = Ranking.find(next, id);
     if (g < 0 || next[g].length < 2) return groups;
@@ -84,14 +84,14 @@ export const Ranking = {
   },
 
   /** Put `id` at group position `rank` (0-based) on its own. */
-  moveTo(groups: number[][], id: number, rank: number): number[][] {
+  moveTo(groups: ResponseId[][], id: ResponseId, rank: number): ResponseId[][] {
     const rest = Ranking.clean(groups.map((g) => g.filter((x) => x !== id)));
     rest.splice(Math.max(0, Math.min(rank, rest.length)), 0, [id]);
     return rest;
   },
 
   /** Drop `id` before / after the group of `target`, or into it (a tie). */
-  drop(groups: number[][], id: number, drop: Drop): number[][] {
+  drop(groups: ResponseId[][], id: ResponseId, drop: Drop): ResponseId[][] {
     if (id === drop.target) return groups;
     const rest = Ranking.clean(groups.map((g) => g.filter((x) => x !== id)));
     const [g] = Ranking.find(rest, drop.target);
@@ -102,7 +102,7 @@ export const Ranking = {
   },
 
   /** Competition ranks: a group's rank is 1 + the number of responses above it. */
-  ranks(groups: number[][]): number[] {
+  ranks(groups: ResponseId[][]): number[] {
     const out: number[] = [];
     let above = 0;
     for (const g of groups) {
@@ -114,26 +114,26 @@ export const Ranking = {
 };
 
 export class RankingJudge extends BaseJudge {
-  private groups: number[][] = [];
+  private groups: ResponseId[][] = [];
   private initial = '';
   private confirmedUnchanged = false;
-  private cards = new Map<number, HTMLElement>();
-  private letters = new Map<number, string>();
+  private cards = new Map<ResponseId, HTMLElement>();
+  private letters = new Map<ResponseId, string>();
   private list: HTMLOListElement | null = null;
   private summary!: HTMLElement;
   private live!: HTMLElement;
   private collapseAllToggle!: HTMLButtonElement;
   private collapseAll = storedFlag(COLLAPSE_KEY, false);
-  private dragId: number | null = null;
+  private dragId: ResponseId | null = null;
 
-  private focusedId(): number | null {
+  private focusedId(): ResponseId | null {
     const card = document.activeElement?.closest<HTMLElement>('.rank-card');
-    return card ? Number(card.dataset.responseId) : null;
+    return card?.dataset.responseId ?? null;
   }
 
   private onCard = (): boolean => this.canAnswer() && this.focusedId() !== null;
 
-  private withFocused(op: (id: number) => void): () => void {
+  private withFocused(op: (id: ResponseId) => void): () => void {
     return () => {
       const id = this.focusedId();
       if (id !== null) op(id);
@@ -290,7 +290,7 @@ export class RankingJudge extends BaseJudge {
     return card;
   }
 
-  private draw(focusId: number | null = null): void {
+  private draw(focusId: ResponseId | null = null): void {
     const list = this.list;
     if (!list) return;
     const ranks = Ranking.ranks(this.groups);
@@ -339,7 +339,7 @@ export class RankingJudge extends BaseJudge {
     });
   }
 
-  private apply(next: number[][], id: number, verb: string): void {
+  private apply(next: ResponseId[][], id: ResponseId, verb: string): void {
     if (!this.assignment || this.busy) return;
     if (next === this.groups) {
       this.live.textContent = `Response ${this.letters.get(id)} cannot move ${verb === 'up' ? 'up' : verb === 'down' ? 'down' : 'there'}.`;
@@ -355,7 +355,7 @@ export class RankingJudge extends BaseJudge {
     this.answerChanged();
   }
 
-  private tie(id: number): void {
+  private tie(id: ResponseId): void {
     const next = Ranking.tieUp(this.groups, id);
     if (next === this.groups) {
       this.live.textContent = 'Only the first card of a group can be tied with the card above.';
@@ -365,13 +365,13 @@ export class RankingJudge extends BaseJudge {
     this.apply(next, id, 'tied');
   }
 
-  private focusStep(id: number, step: number): void {
+  private focusStep(id: ResponseId, step: number): void {
     const order = this.groups.flat();
     const next = order[order.indexOf(id) + step];
     if (next !== undefined) this.cards.get(next)?.focus();
   }
 
-  private toggleCollapsed(id: number, force?: boolean): void {
+  private toggleCollapsed(id: ResponseId, force?: boolean): void {
     const card = this.cards.get(id);
     if (!card) return;
     const collapsed = force ?? !card.classList.contains('is-collapsed');
@@ -397,7 +397,7 @@ export class RankingJudge extends BaseJudge {
   private dropAt(card: HTMLElement, clientY: number): Drop {
     const rect = card.getBoundingClientRect();
     const y = (clientY - rect.top) / Math.max(rect.height, 1);
-    const target = Number(card.dataset.responseId);
+    const target = card.dataset.responseId ?? '';
     if (this.config.options.allowTies && y > 0.3 && y < 0.7) return { target, where: 'tie' };
     return { target, where: y < 0.5 ? 'before' : 'after' };
   }
@@ -416,7 +416,7 @@ export class RankingJudge extends BaseJudge {
     return target instanceof Element ? target.closest<HTMLElement>('.rank-card') : null;
   }
 
-  private onDragStart(event: DragEvent, id: number): void {
+  private onDragStart(event: DragEvent, id: ResponseId): void {
     if (!this.canAnswer()) {
       event.preventDefault();
       return;
@@ -458,7 +458,7 @@ export class RankingJudge extends BaseJudge {
   }
 
   /** Touch and pen: HTML5 drag and drop does not start from a finger, so follow the pointer. */
-  private onPointerDown(event: PointerEvent, id: number): void {
+  private onPointerDown(event: PointerEvent, id: ResponseId): void {
     if (event.pointerType === 'mouse' || !this.canAnswer()) return;
     event.preventDefault();
     const grip = event.currentTarget as HTMLElement;
@@ -468,7 +468,7 @@ export class RankingJudge extends BaseJudge {
     let last: Drop | null = null;
     const move = (e: PointerEvent): void => {
       const under = this.cardAt(document.elementFromPoint(e.clientX, e.clientY));
-      last = under && Number(under.dataset.responseId) !== id ? this.dropAt(under, e.clientY) : null;
+      last = under && under.dataset.responseId !== id ? this.dropAt(under, e.clientY) : null;
       this.markDrop(last);
       // Scroll the page when dragging near the top or bottom edge.
       if (e.clientY < 60) window.scrollBy(0, -12);

@@ -12,10 +12,10 @@ import { BaseJudge, type Problem } from './base';
 import type { Shortcut } from './keyboard';
 import { positionLetter, renderResponse } from './render';
 import type { EditTarget } from './rewrite';
-import type { Assignment, Criterion, RatingSubmission } from './types';
+import type { Assignment, Criterion, RatingSubmission, ResponseId } from './types';
 
 interface Group {
-  responseId: number;
+  responseId: ResponseId;
   index: number;
   criterion: Criterion;
   set: HTMLFieldSetElement;
@@ -161,7 +161,7 @@ export class RatingJudge extends BaseJudge {
     );
   }
 
-  private buildGroup(responseId: number, index: number, criterion: Criterion): HTMLFieldSetElement {
+  private buildGroup(responseId: ResponseId, index: number, criterion: Criterion): HTMLFieldSetElement {
     const letter = positionLetter(index);
     const lower = letter.toLowerCase();
     const base = `rate-${lower}-${criterion.name}`;
@@ -315,8 +315,8 @@ export class RatingJudge extends BaseJudge {
 
   protected kindSubmission(assignment: Assignment): Omit<RatingSubmission, 'rationale' | 'time_taken_ms'> {
     const ratings: Record<string, Record<string, number>> = {};
-    for (const response of assignment.item.responses) ratings[String(response.id)] = {};
-    for (const group of this.groups) ratings[String(group.responseId)][group.criterion.name] = this.value(group)!;
+    for (const response of assignment.item.responses) ratings[response.id] = {};
+    for (const group of this.groups) ratings[group.responseId][group.criterion.name] = this.value(group)!;
     return { outcome: 'rated', ratings };
   }
 }

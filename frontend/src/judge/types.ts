@@ -51,8 +51,14 @@ export interface ChatMessage {
   content: string;
 }
 
+/**
+ * How this assignment names a response: an opaque handle, valid for this assignment only.
+ * It carries no order and is not the database id; send it back as given.
+ */
+export type ResponseId = string;
+
 export interface CandidateResponse {
-  id: number;
+  id: ResponseId;
   content: string;
 }
 
@@ -92,17 +98,18 @@ export interface CommonSubmission {
 
 export interface PairwiseSubmission extends CommonSubmission {
   outcome: Outcome;
-  preferred_response_id: number | null;
+  preferred_response_id: ResponseId | null;
   strength: Strength | null;
-  criteria?: Record<string, number | 'tie'>;
+  criteria?: Record<string, ResponseId | 'tie'>;
 }
 
 export interface RankingSubmission extends CommonSubmission {
   outcome: 'ranked';
-  ranking: number[][];
+  ranking: ResponseId[][];
 }
 
 export interface RatingSubmission extends CommonSubmission {
   outcome: 'rated';
-  ratings: Record<string, Record<string, number>>;
+  /** Keyed by response handle. */
+  ratings: Record<ResponseId, Record<string, number>>;
 }

@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 from annotation.models import Assignment, Judgment, Membership, Prompt, Role
 from annotation.services.campaigns import campaign_set_status, membership_add
 from annotation.services.imports import items_import
+from annotation.services.serving import assignment_handles
 from tests.conftest import PASSWORD, jsonl, pair_rows
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +26,8 @@ def submit_url(assignment_id: int) -> str:
 
 
 def test_next_returns_item_without_model_names(client_for, make_campaign, annotator):
-    """The annotator's JSON has content and opaque ids only — never a model name."""
+    """The annotator's JSON has content and opaque ids only — never a model name, never a response's database
+    id: each response is named by this assignment's handle, in display order."""
     campaign = make_campaign(items=0, active=False, annotators=[annotator])
     items_import(campaign=campaign, lines=jsonl(pair_rows(2, models=("gpt-secret-7b", "llama-hidden-70b"))))
     campaign_set_status(campaign=campaign, status="active")
@@ -39,7 +41,9 @@ def test_next_returns_item_without_model_names(client_for, make_campaign, annota
     assert set(assignment["item"]) == {"id", "messages", "responses"}
     assert all(set(r) == {"id", "content"} for r in assignment["item"]["responses"])
     stored = Assignment.objects.get(pk=assignment["id"])
-    assert [r["id"] for r in assignment["item"]["responses"]] == stored.display_order
+    handles = assignment_handles(stored.pk, stored.display_order)
+    assert [r["id"] for r in assignment["item"]["responses"]] == [handles[rid] for rid in stored.display_order]
+    assert all(str(rid) not in handles.values() for rid in stored.display_order)
     assert data["progress"] == {"done": 0, "total": 2, "mine": 0}
 
 
@@ -51,6 +55,8 @@ def test_submit_then_next_and_progress(client_for, campaign, annotator):
                                             "strength": 1, "time_taken_ms": 1500}, format="json")
     assert res.status_code == 201, res.content
     assert res.json()["preferred_response_id"] == right
+    stored = Assignment.objects.get(pk=a["id"])
+    assert Judgment.objects.get(assignment=stored).preferred_response_id == stored.display_order[1]
     again = client.post(submit_url(a["id"]), {"outcome": "tie"}, format="json")
     assert again.status_code == 200 and again.json()["id"] == res.json()["id"]
     data = client.post(next_url(campaign), {}, format="json").json()
@@ -60,12 +66,12 @@ def test_submit_then_next_and_progress(client_for, campaign, annotator):
 def test_errors_have_message_and_extra_and_name_the_field(client_for, campaign, annotator):
     client = client_for(annotator)
     a = client.post(next_url(campaign), {}, format="json").json()["assignment"]
-    res = client.post(submit_url(a["id"]), {"outcome": "preferred", "preferred_response_id": 999999, "strength": 2},
+    res = client.post(submit_url(a["id"]), {"outcome": "preferred", "preferred_response_id": "999999", "strength": 2},
                       format="json")
     assert res.status_code == 400
     assert res.json() == {
-        "message": "preferred_response_id: is not one of this item's responses",
-        "extra": {"fields": {"preferred_response_id": ["is not one of this item's responses"]}},
+        "message": "preferred_response_id: is not a response of this item (send the ids `next` gave)",
+        "extra": {"fields": {"preferred_response_id": ["is not a response of this item (send the ids `next` gave)"]}},
     }
     res = client.post(submit_url(a["id"]), {"outcome": "sideways"}, format="json")
     assert res.status_code == 400 and res.json()["message"].startswith("outcome:")
@@ -181,6 +187,11 @@ def test_openapi_schema_lists_the_operations(client_for, annotator):
                  "/api/v1/assignments/{assignment_id}/skip/", "/api/v1/campaigns/{campaign_id}/import/"):
         assert "post" in paths[path], path
     assert "Token" in json.dumps(schema["components"]["securitySchemes"])
+    # Responses are named by opaque handles (strings), in what next sends and what submit takes and returns.
+    components = schema["components"]["schemas"]
+    assert components["AssignmentOutputItemShownResponse"]["properties"]["id"]["type"] == "string"
+    assert components["JudgmentSubmitInput"]["properties"]["preferred_response_id"]["type"] == "string"
+    assert components["JudgmentSubmitOutput"]["properties"]["preferred_response_id"]["type"] == "string"
     docs = client_for(annotator).get(reverse("api:docs"))
     assert docs.status_code == 200 and b"swagger-ui" in docs.content and b"cdn" not in docs.content.lower()
 

@@ -18,8 +18,9 @@ from rest_framework.authtoken.models import Token
 
 from annotation.http import hotpath
 from annotation.http.hotpath import HotPath
-from annotation.models import Campaign, Item, Judgment, Role
+from annotation.models import Assignment, Campaign, Item, Judgment, Role
 from annotation.services.campaigns import campaign_set_status, membership_add
+from annotation.services.serving import assignment_handles
 from config.asgi import django_asgi_app, hot_path
 from tests.websockets import communicator, run_async, snapshot
 
@@ -106,9 +107,12 @@ def test_next_and_submit_are_the_same_bytes_as_django(campaign, annotator):
     assert fast_headers[b"x-content-type-options"] == b"nosniff"
 
     assignment = json.loads(fast)["assignment"]
-    assert {r["id"] for r in assignment["item"]["responses"]} == set(
+    order = Assignment.objects.get(pk=assignment["id"]).display_order
+    assert set(order) == set(
         Item.objects.get(pk=assignment["item"]["id"]).item_responses.values_list("response_id", flat=True)
     )
+    handles = assignment_handles(assignment["id"], order)
+    assert [r["id"] for r in assignment["item"]["responses"]] == [handles[rid] for rid in order]
     status, fast_headers, fast = post(hot_path, submit_path(assignment["id"]), token=token, body=answer_for(assignment))
     assert status == 201, fast
     # Submit is idempotent: Django answers the repeat with the stored judgment, as the hot path does.
@@ -121,8 +125,9 @@ def test_next_and_submit_are_the_same_bytes_as_django(campaign, annotator):
     assert (status, again) == (200, slow)
     judgment = Judgment.objects.get()
     assert judgment.assignment_id == assignment["id"]
-    assert judgment.preferred_response_id == assignment["item"]["responses"][0]["id"]
-    assert judgment.display_order == [r["id"] for r in assignment["item"]["responses"]]
+    assert judgment.preferred_response_id == order[0]
+    assert judgment.display_order == order
+    assert json.loads(again)["preferred_response_id"] == assignment["item"]["responses"][0]["id"]
 
 
 def test_errors_are_the_same_as_django(campaign, annotator, annotator2, outsider, make_user, make_campaign):

@@ -12,9 +12,10 @@ from annotation.core.judging import (
     validate_criteria,
 )
 from annotation.errors import ApplicationError
-from annotation.models import Campaign, ItemResponse, Judgment
+from annotation.models import Assignment, Campaign, ItemResponse, Judgment
 from annotation.services.campaigns import campaign_create, campaign_set_status, membership_add
 from annotation.services.imports import items_import
+from annotation.services.serving import assignment_handles
 from tests.conftest import jsonl
 
 LIKERT = [
@@ -159,6 +160,12 @@ def _lease(client, campaign) -> dict:
     return res.json()["assignment"]
 
 
+def _response_ids(assignment: dict) -> dict[str, int]:
+    """{handle: response id} of a leased assignment, as the server maps them back."""
+    order = Assignment.objects.get(pk=assignment["id"]).display_order
+    return {handle: rid for rid, handle in assignment_handles(assignment["id"], order).items()}
+
+
 def _submit(client, assignment_id, body):
     return client.post(reverse("api:judgment_submit", kwargs={"assignment_id": assignment_id}), body, format="json")
 
@@ -175,11 +182,14 @@ def test_ranking_campaign_end_to_end(client_for, manager, annotator):
     res = _submit(client, a["id"], {"outcome": "ranked", "ranking": [[ids[2]], [ids[0], ids[3]], [ids[1]]],
                                     "edited_response": "An even better reply", "flags": ["cant_judge"]})
     assert res.status_code == 201, res.content
+    assert res.json()["answer"] == {"ranking": [[ids[2]], [ids[0], ids[3]], [ids[1]]], "edited_response_id": ids[2],
+                                    "flags": ["cant_judge"]}
     j = Judgment.objects.get()
+    rid = _response_ids(a)
     assert j.outcome == "ranked" and j.preferred_response_id is None
-    assert j.answer == {"ranking": [[ids[2]], [ids[0], ids[3]], [ids[1]]], "edited_response_id": ids[2],
-                        "flags": ["cant_judge"]}
-    assert j.edited_response == "An even better reply" and j.display_order == ids
+    assert j.answer == {"ranking": [[rid[ids[2]]], [rid[ids[0]], rid[ids[3]]], [rid[ids[1]]]],
+                        "edited_response_id": rid[ids[2]], "flags": ["cant_judge"]}
+    assert j.edited_response == "An even better reply" and j.display_order == [rid[h] for h in ids]
 
 
 @pytest.mark.django_db
@@ -195,8 +205,9 @@ def test_rating_campaign_end_to_end(client_for, manager, annotator):
     res = _submit(client, a["id"], {"outcome": "rated", "ratings": {str(r1): {"helpfulness": 5, "honesty": 6},
                                                                       str(r2): {"helpfulness": 2, "honesty": 4}}})
     assert res.status_code == 201
-    assert Judgment.objects.get().answer == {"ratings": {str(r1): {"helpfulness": 5, "honesty": 6},
-                                                         str(r2): {"helpfulness": 2, "honesty": 4}}}
+    rid = _response_ids(a)
+    assert Judgment.objects.get().answer == {"ratings": {str(rid[r1]): {"helpfulness": 5, "honesty": 6},
+                                                         str(rid[r2]): {"helpfulness": 2, "honesty": 4}}}
 
 
 @pytest.mark.django_db
@@ -209,8 +220,9 @@ def test_thumbs_single_response_with_reason(client_for, manager, annotator):
                                     "rationale": "Wrong capital", "edited_response": "The capital is Canberra."})
     assert res.status_code == 201, res.content
     j = Judgment.objects.get()
-    assert j.answer["ratings"] == {str(rid): {"thumbs": 0}} and j.rationale == "Wrong capital"
-    assert j.edited_response == "The capital is Canberra." and j.answer["edited_response_id"] == rid
+    stored = _response_ids(a)[rid]
+    assert j.answer["ratings"] == {str(stored): {"thumbs": 0}} and j.rationale == "Wrong capital"
+    assert j.edited_response == "The capital is Canberra." and j.answer["edited_response_id"] == stored
 
 
 @pytest.mark.django_db
@@ -220,10 +232,13 @@ def test_an_answer_for_another_kind_or_another_item_is_refused(client_for, manag
     first = _lease(client, campaign)
     res = _submit(client, first["id"], {"outcome": "preferred", "preferred_response_id": first["item"]["responses"][0]["id"]})
     assert res.status_code == 400 and res.json()["message"] == "outcome: must be 'rated' in a rating campaign"
-    # a response id from another item is refused too
+    # a response id from another item is refused too, and so is this item's own raw response id
     foreign = ItemResponse.objects.exclude(item_id=first["item"]["id"]).first().response_id
-    res = _submit(client, first["id"], {"outcome": "rated", "ratings": {str(foreign): {"thumbs": 1}}})
-    assert res.status_code == 400 and "is not one of this item's responses" in res.json()["message"]
+    own = ItemResponse.objects.get(item_id=first["item"]["id"]).response_id
+    for rid in (foreign, own):
+        res = _submit(client, first["id"], {"outcome": "rated", "ratings": {str(rid): {"thumbs": 1}}})
+        assert res.status_code == 400
+        assert res.json()["message"] == "ratings: is not a response of this item (send the ids `next` gave)"
     assert not Judgment.objects.exists()
 
 

@@ -135,12 +135,16 @@ def test_draft_preview_renders_the_judge_for_unsaved_settings(client, manager):
     urls = _preview_urls(page)
     item = client.post(urls["next"], {}, content_type="application/json").json()["assignment"]
     assert len(item["item"]["responses"]) == 3
-    res = client.post(urls["submit"].replace("{id}", str(item["id"])), {"outcome": "ranked", "ranking": [[1], [2]]},
-                      content_type="application/json")
-    assert res.status_code == 400 and res.json()["message"] == "ranking: response 3 is missing: rank every response"
-    res = client.post(urls["submit"].replace("{id}", str(item["id"])),
-                      {"outcome": "ranked", "ranking": [[3], [1], [2]]}, content_type="application/json")
-    assert res.status_code == 201 and res.json()["answer"] == {"ranking": [[3], [1], [2]]}
+    a, b, c = (r["id"] for r in item["item"]["responses"])  # opaque handles, as the real `next` gives
+    assert not {a, b, c} & {1, 2, 3, "1", "2", "3"}
+    submit = urls["submit"].replace("{id}", str(item["id"]))
+    res = client.post(submit, {"outcome": "ranked", "ranking": [[a], [b]]}, content_type="application/json")
+    assert res.status_code == 400 and res.json()["message"] == f"ranking: response {c} is missing: rank every response"
+    res = client.post(submit, {"outcome": "ranked", "ranking": [[3], [1], [2]]}, content_type="application/json")
+    assert res.status_code == 400
+    assert res.json()["message"] == "ranking[0]: is not a response of this item (send the ids `next` gave)"
+    res = client.post(submit, {"outcome": "ranked", "ranking": [[c], [a], [b]]}, content_type="application/json")
+    assert res.status_code == 201 and res.json()["answer"] == {"ranking": [[c], [a], [b]]}
 
 
 def test_draft_preview_lists_what_to_fix(client, manager):
