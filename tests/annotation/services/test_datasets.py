@@ -67,7 +67,7 @@ def test_stats_and_leaderboard_are_filled_in(judged, manager):
     assert stats["agreement"]["krippendorff_alpha_nominal"] == 1.0
     assert stats["agreement"]["items_with_two_or_more"] == 5
     assert stats["position_bias"]["decisive"] == 10
-    assert stats["consensus"]["outcomes"] == {"chosen": 5, "tie": 0}
+    assert stats["consensus"]["outcomes"] == {"chosen": 5, "tie": 0, "undecided": 0}
     assert sum(b["count"] for b in stats["consensus"]["confidence"]["histogram"]) == 5
     pseudonyms = {a["annotator"] for a in stats["annotators"]}
     assert all(p.startswith("a_") for p in pseudonyms) and len(pseudonyms) == 2
@@ -275,6 +275,12 @@ def test_only_the_campaigns_managers_create(judged, researcher, make_user):
         ("dawid_skene", {"max_iter": "ten"}, "params.max_iter: must be an integer from 1 to 1000, not 'ten'"),
         ("majority", {"both_bad": "maybe"}, "params.both_bad: must be 'tie' (both bad counts as a tie) or 'drop'"),
         ("majority", [1, 2], "params: must be an object"),
+        ("majority", {"min_confidence": 1.5}, "params.min_confidence: must be a number from 0 to 1"),
+        ("majority", {"min_confidence": "high"}, "params.min_confidence: must be a number from 0 to 1"),
+        ("dawid_skene", {"min_judgments": 0}, "params.min_judgments: must be an integer from 1 to 100"),
+        ("majority", {"min_judgments": 2.5}, "params.min_judgments: must be an integer from 1 to 100"),
+        ("majority", {"flag_min_annotators": 0}, "params.flag_min_annotators: must be an integer from 1 to 100"),
+        ("majority", {"keep_flagged": "yes"}, "params.keep_flagged: must be true or false"),
     ],
 )
 def test_bad_parameters_name_the_field(method, params, message):
@@ -287,6 +293,7 @@ def test_parameters_are_stored_complete():
     assert dataset_params_clean(method="reliability_weighted", params={"seed": 3}) == {
         "both_bad": "tie", "bootstrap_rounds": 1000, "include_ties": True, "max_iter": 100, "prior_accuracy": 0.6,
         "prior_strength": 4.0, "rating_criterion": None, "rating_tie_tolerance": 0.0, "seed": 3, "use_gold": True,
+        "min_confidence": 0.6, "min_judgments": 2, "flag_min_annotators": 1, "keep_flagged": False,
     }
 
 
@@ -294,7 +301,8 @@ def test_ties_can_be_left_out(make_campaign, manager, annotator):
     campaign = make_campaign(items=2, annotators=[annotator])
     judge_all(campaign, annotator, lambda item_id, by_model: {"outcome": "tie"})
     kept = build(campaign, manager)
-    assert kept.comparison_count == 2 and kept.stats["consensus"]["outcomes"] == {"chosen": 0, "tie": 2}
+    assert kept.comparison_count == 2
+    assert kept.stats["consensus"]["outcomes"] == {"chosen": 0, "tie": 2, "undecided": 0}
     dropped = build(campaign, manager, include_ties=False)
     assert dropped.status == "failed" and "include_ties is off" in dropped.error
 
