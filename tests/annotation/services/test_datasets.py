@@ -393,3 +393,79 @@ def test_researcher_cannot_post_the_create_form(judged, researcher, client):
     client.force_login(researcher)
     res = client.post(reverse("campaign_datasets", kwargs={"campaign_id": judged.pk}), {"method": "majority"})
     assert res.status_code == 403 and not Dataset.objects.exists()
+
+
+# --- no coin flips, flags -------------------------------------------------------------------------------
+
+
+def _split_campaign(make_campaign, annotator, annotator2, items=4):
+    """Overlap 2: annotator prefers model-x everywhere; annotator2 agrees on the first half of the items and
+    prefers model-y on the rest (1–1 splits)."""
+    campaign = make_campaign(items=items, overlap=2, annotators=[annotator, annotator2])
+    judge_all(campaign, annotator, prefer("model-x"))
+    ids = sorted(campaign.items.values_list("pk", flat=True))
+    split = set(ids[len(ids) // 2:])
+    judge_all(campaign, annotator2, lambda item_id, by_model: prefer(
+        "model-y" if item_id in split else "model-x")(item_id, by_model))
+    return campaign, split
+
+
+@pytest.mark.parametrize("method", ["majority", "dawid_skene", "reliability_weighted"])
+def test_a_one_one_split_is_never_exported_as_a_decided_pair(make_campaign, manager, annotator, annotator2, method):
+    """Every 1–1 split is a tie or an undecided row (margin 0) at the defaults, under every method; the
+    stats count it with its reason."""
+    campaign, split = _split_campaign(make_campaign, annotator, annotator2)
+    ds = build(campaign, manager, method=method)
+    assert ds.status == "ready", ds.error
+    rows = {c.item_id: c for c in DatasetComparison.objects.filter(dataset=ds)}
+    for item_id in split:
+        assert rows[item_id].outcome in ("tie", "undecided") and rows[item_id].margin == 0
+    assert {rows[i].outcome for i in rows if i not in split} == {"chosen"}
+    held = ds.stats["held_back"]
+    assert held["tie"] + held["too_few_judgments"] + held["below_confidence"] == len(split)
+    outcomes = ds.stats["consensus"]["outcomes"]
+    assert outcomes["chosen"] == 2 and outcomes["tie"] + outcomes["undecided"] == 2
+
+
+def test_thresholds_can_be_lowered_and_are_stored(make_campaign, manager, annotator, annotator2):
+    """Lowered thresholds are stored with the dataset; majority still has no winner in a 1–1 split."""
+    campaign, split = _split_campaign(make_campaign, annotator, annotator2)
+    ds = build(campaign, manager, method="majority", min_judgments=1, min_confidence=0.0)
+    assert ds.params["min_judgments"] == 1 and ds.params["min_confidence"] == 0.0
+    # Majority still calls a 1–1 split a tie: there is no winner to decide.
+    assert set(DatasetComparison.objects.filter(dataset=ds, item_id__in=split).values_list("outcome", flat=True)) == {
+        "tie"}
+
+
+def test_min_judgments_defaults_to_one_at_overlap_one(make_campaign, manager, annotator):
+    campaign = make_campaign(items=3, overlap=1, annotators=[annotator])
+    judge_all(campaign, annotator, prefer("model-x"))
+    ds = build(campaign, manager)
+    assert ds.params["min_judgments"] == 1
+    assert ds.stats["consensus"]["outcomes"]["chosen"] == 3
+
+
+def test_flagged_items_are_listed_in_the_stats(make_campaign, manager, annotator, annotator2):
+    """An item flagged by k annotators is listed with its flags and count; below k it is not."""
+    campaign = make_campaign(items=3, overlap=2, annotators=[annotator, annotator2])
+    ids = sorted(campaign.items.values_list("pk", flat=True))
+
+    def flagging(flags_by_item):
+        def decide(item_id, by_model):
+            answer = prefer("model-x")(item_id, by_model)
+            if item_id in flags_by_item:
+                answer["flags"] = flags_by_item[item_id]
+            return answer
+        return decide
+
+    judge_all(campaign, annotator, flagging({ids[0]: ["unsafe"], ids[1]: ["broken"]}))
+    judge_all(campaign, annotator2, flagging({ids[0]: ["private_data", "unsafe"], ids[2]: ["cant_judge"]}))
+    one = build(campaign, manager)
+    assert one.stats["flagged"] == {
+        "min_annotators": 1, "kept": False, "decided_pairs": 2,
+        "items": [{"item_id": ids[0], "flags": {"unsafe": 2, "private_data": 1}, "annotators": 2},
+                  {"item_id": ids[1], "flags": {"broken": 1}, "annotators": 1}],
+    }
+    two = build(campaign, manager, flag_min_annotators=2, keep_flagged=True)
+    assert [f["item_id"] for f in two.stats["flagged"]["items"]] == [ids[0]]
+    assert two.stats["flagged"]["kept"] is True
