@@ -341,6 +341,15 @@ ITEMS_PER_PAGE = 20
 AUDIT_PER_PAGE = 50
 
 
+def item_list_pages(*, campaign: Campaign, item_ids: Iterable[int]) -> dict[int, int]:
+    """Return the page of the items list ("all", by id) that shows each of `item_ids`."""
+    ids = sorted(set(item_ids))
+    if not ids:
+        return {}
+    listed = Item.objects.filter(campaign=campaign).order_by("pk").values_list("pk", flat=True)
+    return {i: listed.filter(pk__lt=i).count() // ITEMS_PER_PAGE + 1 for i in ids}
+
+
 @dataclass(frozen=True)
 class ItemRow:
     """One item of the manager's items list with what the page and the API show of it."""
