@@ -469,3 +469,34 @@ def test_flagged_items_are_listed_in_the_stats(make_campaign, manager, annotator
     two = build(campaign, manager, flag_min_annotators=2, keep_flagged=True)
     assert [f["item_id"] for f in two.stats["flagged"]["items"]] == [ids[0]]
     assert two.stats["flagged"]["kept"] is True
+
+
+def test_api_accepts_and_documents_the_thresholds(judged, manager, client_for, django_capture_on_commit_callbacks):
+    """The API takes min_confidence, min_judgments, flag_min_annotators and keep_flagged, names a bad one,
+    defaults the method to reliability weighting, and documents each parameter with its default."""
+    url = reverse("api:dataset_create", kwargs={"campaign_id": judged.pk})
+    bad = client_for(manager).post(url, {"params": {"min_confidence": 2}}, format="json")
+    assert bad.status_code == 400
+    assert bad.json()["message"] == ("params.min_confidence: must be a number from 0 to 1 (a pair whose consensus "
+                                     "confidence is lower is exported undecided), not 2")
+    with django_capture_on_commit_callbacks(execute=False):
+        res = client_for(manager).post(url, {"params": {"min_confidence": 0.9, "min_judgments": 2,
+                                                        "flag_min_annotators": 2, "keep_flagged": True}}, format="json")
+    assert res.status_code == 201, res.content
+    body = res.json()
+    assert body["method"] == "reliability_weighted"
+    assert {k: body["params"][k] for k in ("min_confidence", "min_judgments", "flag_min_annotators", "keep_flagged")} \
+        == {"min_confidence": 0.9, "min_judgments": 2, "flag_min_annotators": 2, "keep_flagged": True}
+    dataset_build(dataset_id=body["id"])
+    listing = client_for(manager).get(reverse("api:dataset_list", kwargs={"campaign_id": judged.pk})).json()
+    assert listing[0]["held_back"] == {"tie": 0, "too_few_judgments": 0, "below_confidence": 0}
+    assert listing[0]["flagged"]["items"] == [] and listing[0]["flagged"]["kept"] is True
+
+    import json as _json
+
+    schema = _json.loads(client_for(manager).get(reverse("api:schema"),
+                                                 HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
+    text = _json.dumps(schema["components"]["schemas"]["DatasetCreateInput"])
+    for name in ("min_confidence", "min_judgments", "flag_min_annotators", "keep_flagged"):
+        assert f"`{name}`" in text, name
+    assert "default 0.6" in text and "+9.7 points" in text
