@@ -598,7 +598,9 @@ def dataset_card(dataset: Dataset) -> str:
         "Consensus is per item (per pair of responses for rankings and ratings, expanded with their rank gap or "
         "score difference as margin). Judgments on gold checks weigh annotators but are not comparisons. A "
         "decided row's `margin` is the mean strength (or rank gap / score difference) of the judgments that "
-        "agree with the consensus; a tie has margin 0; `confidence` is the consensus probability of the outcome.",
+        "agree with the consensus; a tie has margin 0; `confidence` is the consensus probability of the outcome. A "
+        "pair the method leaned on but that fewer than `min_judgments` judgments back, or whose confidence is under "
+        "`min_confidence`, is an `undecided` row (margin 0) and never a training pair.",
         "",
         "## Contents",
         "",
