@@ -1,12 +1,14 @@
 """Permission-aware reads. Object access goes through here, never a bare `.get(pk=...)`."""
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.cache import cache
 from django.core.paginator import Page, Paginator
-from django.db.models import F, OuterRef, Prefetch, QuerySet, Subquery, Sum
+from django.db.models import Count, F, Max, OuterRef, Prefetch, QuerySet, Subquery, Sum
 
 from annotation.core.snapshot import (
     DEFAULT_METHOD,
@@ -265,19 +267,20 @@ def campaign_consensus_now(*, campaign: Campaign) -> Consensus:
     with the default method and parameters would read, through the same `snapshot_decide`."""
     method, params = campaign_consensus_settings(campaign=campaign)
     excluded = excluded_annotator_ids(campaign=campaign)
+    # A pairwise decision needs neither the answer's details nor the display order: left unread.
+    pairwise = campaign.kind == Campaign.Kind.PAIRWISE
     judgments = (
         Judgment.objects.filter(campaign=campaign, superseded_by__isnull=True)
         .exclude(annotator_id__in=excluded)
-        .values_list("pk", "item_id", "annotator_id", "outcome", "preferred_response_id", "strength", "answer",
-                     "display_order", "item__is_gold", "item__gold")
+        .values_list("pk", "item_id", "annotator_id", "outcome", "preferred_response_id", "strength",
+                     "item__is_gold", "item__gold", *(() if pairwise else ("answer",)))
         .order_by("pk")
     )
     rows = [
-        JudgmentRow(judgment_id=pk, item_id=item_id, annotator_id=annotator, outcome=outcome,
-                    preferred_response_id=preferred, strength=strength, answer=answer or {},
-                    display_order=order or [], is_gold=is_gold, gold=gold)
-        for pk, item_id, annotator, outcome, preferred, strength, answer, order, is_gold, gold
-        in judgments.iterator(chunk_size=5000)
+        JudgmentRow(judgment_id=j[0], item_id=j[1], annotator_id=j[2], outcome=j[3], preferred_response_id=j[4],
+                    strength=j[5], answer={} if pairwise else (j[8] or {}), display_order=[], is_gold=j[6],
+                    gold=j[7])
+        for j in judgments.iterator(chunk_size=5000)
     ]
     item_responses: dict[int, list[int]] = defaultdict(list)
     for item_id, response_id in ItemResponse.objects.filter(item__campaign=campaign).order_by(
@@ -288,23 +291,56 @@ def campaign_consensus_now(*, campaign: Campaign) -> Consensus:
                            params=params)
 
 
+@dataclass(frozen=True)
+class _CampaignDecisions:
+    method: str
+    by_item: dict[int, list[Decision]]
+    judgments: dict[int, int]  # item -> annotators counted (one current judgment each)
+
+
+_DECISIONS_CACHE_SECONDS = 3600
+
+
+def _campaign_decisions(*, campaign: Campaign) -> _CampaignDecisions:
+    """Return `campaign_consensus_now` grouped by item, cached per judgment state.
+
+    The key holds everything the decisions depend on that can change: the campaign's judgment
+    count and newest judgment (a correction is a new judgment), its excluded members and its
+    overlap (the default min_judgments follows it); its creation time keeps a reused id apart. Paging through the items list then costs one
+    aggregation, not one per page.
+    """
+    state = Judgment.objects.filter(campaign=campaign).aggregate(n=Count("pk"), last=Max("pk"))
+    excluded = sorted(excluded_annotator_ids(campaign=campaign))
+    key = (f"arbiter:items-consensus:{campaign.pk}:{campaign.created_at.timestamp()}:{campaign.overlap}:"
+           f"{state['n']}:{state['last']}:{','.join(map(str, excluded))}")
+    if len(key) > 200:  # many excluded members: a digest keeps the key within memcached's limit
+        key = "arbiter:items-consensus:" + hashlib.sha256(key.encode()).hexdigest()
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    consensus = campaign_consensus_now(campaign=campaign)
+    by_item: dict[int, list[Decision]] = defaultdict(list)
+    for d in consensus.decisions:
+        by_item[d.item_id].append(d)
+    annotators: dict[int, set[int]] = defaultdict(set)
+    for p in consensus.regular:
+        annotators[item_of(p.item_id)].add(p.annotator_id)
+    out = _CampaignDecisions(method=consensus.result.method, by_item=dict(by_item),
+                             judgments={i: len(a) for i, a in annotators.items()})
+    cache.set(key, out, _DECISIONS_CACHE_SECONDS)
+    return out
+
+
 def items_live_consensus(*, campaign: Campaign, item_ids: Sequence[int]) -> dict[int, LiveConsensus]:
     """Return the live consensus of each judged regular item in `item_ids` (see `LiveConsensus`).
 
     The consensus is computed over the whole campaign, as a dataset's is: annotator weights come
     from every judgment and gold check, not from the page's items alone.
     """
-    wanted = set(item_ids)
-    consensus = campaign_consensus_now(campaign=campaign)
-    by_item: dict[int, list[Decision]] = defaultdict(list)
-    for d in consensus.decisions:
-        if d.item_id in wanted:
-            by_item[d.item_id].append(d)
+    decided = _campaign_decisions(campaign=campaign)
+    by_item = {i: decided.by_item[i] for i in item_ids if i in decided.by_item}
     if not by_item:
         return {}
-    per_item: dict[int, set[int]] = defaultdict(set)  # an annotator has one current judgment per item
-    for p in consensus.regular:
-        per_item[item_of(p.item_id)].add(p.annotator_id)
     responses: dict[int, list[int]] = defaultdict(list)
     for item_id, response_id in ItemResponse.objects.filter(item_id__in=list(by_item)).order_by(
         "item_id", "position"
@@ -323,9 +359,9 @@ def items_live_consensus(*, campaign: Campaign, item_ids: Sequence[int]) -> dict
         out[item] = LiveConsensus(
             order=order, tie=len(top) > 1,
             agreement=round(sum(d.confidence for d in decisions) / len(decisions), 3),
-            judgments=len(per_item[item]),
+            judgments=decided.judgments[item],
             outcome=single.outcome if single else "ranked", reason=single.reason if single else "",
-            method=consensus.result.method, pairs=tuple(decisions),
+            method=decided.method, pairs=tuple(decisions),
         )
     return out
 

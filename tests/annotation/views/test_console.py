@@ -231,3 +231,18 @@ def test_audit_page_and_api_show_who_did_what_when(client, client_for, manager, 
     other = make_user("other_manager", "manager")
     assert client_for(other).get(reverse("api:campaign_audit", args=[campaign.pk])).status_code == 404
     assert AuditEntry.objects.filter(campaign=campaign).count() == 2
+
+
+def test_items_consensus_follows_new_judgments_and_exclusions(client, make_campaign, manager, annotator, annotator2):
+    """The campaign's decisions are cached per judgment state: a new judgment or an exclusion shows at once."""
+    campaign = make_campaign(items=1, overlap=2, annotators=[annotator, annotator2])
+    judge_all(campaign, annotator, prefer("model-x"))
+    client.force_login(manager)
+    url = reverse("campaign_items", args=[campaign.pk])
+    first = client.get(url).context["rows"][0]["consensus"]
+    assert (first["outcome"], first["text"]) == ("undecided", "Undecided (too few judgments agree)")
+    judge_all(campaign, annotator2, prefer("model-x"))
+    assert client.get(url).context["rows"][0]["consensus"]["outcome"] == "chosen"
+    membership_set_excluded(membership=membership_get(campaign=campaign, user_id=annotator2.pk), actor=manager,
+                            excluded=True)
+    assert client.get(url).context["rows"][0]["consensus"]["outcome"] == "undecided"
