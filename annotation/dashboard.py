@@ -36,9 +36,15 @@ from django.db.models.functions import Substr, TruncMinute
 from django.utils import timezone
 
 from annotation.core import aggregation as agg
-from annotation.core.snapshot import JudgmentRow, snapshot_leaderboard, snapshot_pairs
+from annotation.core.snapshot import (
+    Decision,
+    JudgmentRow,
+    held_back_counts,
+    snapshot_decide,
+    snapshot_leaderboard,
+)
 from annotation.models import Campaign, Item, ItemResponse, Judgment, Membership, Role
-from annotation.selectors import campaign_live_counts
+from annotation.selectors import campaign_consensus_settings, campaign_live_counts
 
 # The live view bootstraps fewer rounds than a dataset build (1000): the intervals are a
 # little rougher and a fit costs a fraction of the time. A dataset gives the final figures.
@@ -96,6 +102,7 @@ def campaign_dashboard(*, campaign: Campaign, now: datetime | None = None) -> di
         "excluded": [m.user.get_username() for m in members if m.excluded],
         "time_per_item": quality["time_per_item"],
         "agreement": quality["agreement"],
+        "consensus": quality["consensus"],
         "position_bias": quality["position_bias"],
         "leaderboard": quality["leaderboard"],
         "quality_as_of": quality_as_of,
@@ -300,9 +307,12 @@ def campaign_quality(*, campaign: Campaign, excluded: set[int]) -> dict[str, Any
     ):
         item_responses[item_id].append(response_id)
         models[response_id] = model
-    judged = snapshot_pairs(rows, kind=campaign.kind, item_responses=item_responses, models=models, params={})
-    regular = [p for p in judged.pairs if not p.is_gold]
+    method, params = campaign_consensus_settings(campaign=campaign)
+    consensus = snapshot_decide(rows, kind=campaign.kind, item_responses=item_responses, models=models,
+                                method=method, params=params)
+    regular = consensus.regular
     return {
+        "consensus": _consensus(consensus.decisions, method, params),
         "annotators": per_annotator,
         "time_per_item": {
             "median_seconds": _round(statistics.median(included_seconds)) if included_seconds else None,
@@ -311,6 +321,21 @@ def campaign_quality(*, campaign: Campaign, excluded: set[int]) -> dict[str, Any
         "agreement": _agreement(regular),
         "position_bias": _position_bias(regular),
         "leaderboard": _leaderboard(regular),
+    }
+
+
+def _consensus(decisions: list[Decision], method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What a dataset built now with the default settings would export: decided pairs, ties and
+    undecided pairs by reason (the same `snapshot_decide` as the dataset and the items page)."""
+    held = held_back_counts(decisions)
+    return {
+        "method": method,
+        "min_confidence": params["min_confidence"],
+        "min_judgments": params["min_judgments"],
+        "pairs": len(decisions),
+        "decided": sum(1 for d in decisions if d.outcome == "chosen"),
+        "ties": held["tie"],
+        "undecided": {"too_few_judgments": held["too_few_judgments"], "below_confidence": held["below_confidence"]},
     }
 
 

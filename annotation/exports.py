@@ -48,17 +48,31 @@ def _messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
 # --- rows per kind ------------------------------------------------------------------------------
 
 
-def _comparisons(dataset: Dataset, *fields: str, decided_only: bool = False) -> Iterator[tuple]:
+def held_back_items(dataset: Dataset) -> set[int]:
+    """Return the ids of the items the training exports leave out: those flagged (unsafe, private
+    data, broken) by at least `flag_min_annotators` annotators, unless the dataset keeps them."""
+    flagged = (dataset.stats or {}).get("flagged") or {}
+    if flagged.get("kept", True):
+        return set()
+    return {f["item_id"] for f in flagged.get("items", ())}
+
+
+def _comparisons(dataset: Dataset, *fields: str, decided_only: bool = False, training: bool = False) -> Iterator[tuple]:
+    """The stored rows in order. `decided_only`: decided pairs only (no tie, no undecided row).
+    `training`: also without the flagged items the dataset holds back."""
     qs = DatasetComparison.objects.filter(dataset=dataset)
     if decided_only:
         qs = qs.filter(outcome=DatasetComparison.Outcome.CHOSEN)
+    if training and (held := held_back_items(dataset)):
+        qs = qs.exclude(item_id__in=held)
     return qs.order_by("position").values_list(*fields).iterator(chunk_size=_DB_CHUNK)
 
 
 def _preference_pairs(dataset: Dataset) -> Iterator[tuple[Any, str, str, float]]:
     """(prompt, chosen, rejected, margin): the decided comparisons, then one pair per rewrite
     (the annotator's rewrite preferred over the reply it rewrote, margin 0)."""
-    yield from _comparisons(dataset, "prompt", "chosen_text", "rejected_text", "margin", decided_only=True)
+    yield from _comparisons(dataset, "prompt", "chosen_text", "rejected_text", "margin", decided_only=True,
+                            training=True)
     for prompt, edited, original in _rewrites(dataset):
         yield prompt, edited, original, 0.0
 
@@ -66,6 +80,8 @@ def _preference_pairs(dataset: Dataset) -> Iterator[tuple[Any, str, str, float]]
 def _rewrites(dataset: Dataset) -> Iterator[tuple[Any, str, str]]:
     """(prompt, rewrite, the reply it rewrote) for each rewrite among the dataset's judgments."""
     qs = dataset_judgments(dataset=dataset).filter(item__is_gold=False).exclude(edited_response="")
+    if held := held_back_items(dataset):
+        qs = qs.exclude(item_id__in=held)
     rows = qs.values_list("item__prompt__messages", "edited_response", "answer", "preferred_response_id")
     batch: list[tuple] = []
     for row in itertools.chain(rows.iterator(chunk_size=_DB_CHUNK), [None]):
@@ -104,7 +120,7 @@ def kto_rows(dataset: Dataset) -> Iterator[dict]:
     false); in a ranking, a middle response that won as often as it lost is left out.
     """
     rows = _comparisons(dataset, "item_id", "prompt", "chosen_response_id", "chosen_text", "rejected_response_id",
-                        "rejected_text", decided_only=True)
+                        "rejected_text", decided_only=True, training=True)
     for _, group in itertools.groupby(rows, key=lambda r: r[0]):
         score: dict[int, int] = {}
         texts: dict[int, str] = {}
@@ -121,12 +137,13 @@ def kto_rows(dataset: Dataset) -> Iterator[dict]:
 
 def prompt_rows(dataset: Dataset) -> Iterator[dict]:
     """Prompt-only (for online methods: PPO, RLOO, GRPO): each item's conversation once."""
-    for _, group in itertools.groupby(_comparisons(dataset, "item_id", "prompt"), key=lambda r: r[0]):
+    for _, group in itertools.groupby(_comparisons(dataset, "item_id", "prompt", training=True), key=lambda r: r[0]):
         yield {"prompt": _messages(next(group)[1])}
 
 
 def comparison_rows(dataset: Dataset) -> Iterator[dict]:
-    """Every stored row, ties included, with ids, model names, confidence and judgment counts."""
+    """Every stored row, ties, undecided pairs and flagged items included (not a training export),
+    with ids, model names, confidence and judgment counts."""
     for (item_id, prompt, chosen_id, chosen, chosen_model, rejected_id, rejected, rejected_model, outcome, margin,
          confidence, n) in _comparisons(
         dataset, "item_id", "prompt", "chosen_response_id", "chosen_text", "chosen_model", "rejected_response_id",
@@ -139,8 +156,11 @@ def comparison_rows(dataset: Dataset) -> Iterator[dict]:
 
 
 def sft_rows(dataset: Dataset) -> Iterator[dict]:
-    """SFT from rewrites: the conversation plus the annotator's edited reply, one row per edit."""
+    """SFT from rewrites: the conversation plus the annotator's edited reply, one row per edit
+    (flagged items held back as in every training export)."""
     qs = dataset_judgments(dataset=dataset).filter(item__is_gold=False).exclude(edited_response="")
+    if held := held_back_items(dataset):
+        qs = qs.exclude(item_id__in=held)
     for messages, edited in qs.values_list("item__prompt__messages", "edited_response").iterator(chunk_size=_DB_CHUNK):
         yield {"messages": _messages(messages) + _assistant(edited)}
 
@@ -248,35 +268,39 @@ KINDS: dict[str, ExportKind] = {
             "preference", "TRL preference (conversational, explicit prompt)",
             "`prompt` (messages), `chosen` / `rejected` (one assistant message each), `margin`. Loads as it is in "
             "TRL's RewardTrainer and DPOTrainer, and in OpenRLHF with `--prompt_key prompt --chosen_key chosen "
-            "--rejected_key rejected --apply_chat_template`. Tied comparisons are left out; each rewrite adds a "
-            "row preferring it over the reply it rewrote (margin 0).",
+            "--rejected_key rejected --apply_chat_template`. Only decided pairs: ties, undecided pairs and flagged "
+            "items are left out; each rewrite adds a row preferring it over the reply it rewrote (margin 0).",
             preference_rows,
             _schema(("prompt", _msgs_type), ("chosen", _msgs_type), ("rejected", _msgs_type), ("margin", _f)),
         ),
         ExportKind(
             "implicit", "TRL preference (conversational, implicit prompt)",
-            "`chosen` / `rejected`: the whole conversation ending in the reply; `margin`. Ties left out; "
-            "rewrites added as in the explicit form.",
+            "`chosen` / `rejected`: the whole conversation ending in the reply; `margin`. Decided pairs only "
+            "(ties, undecided pairs and flagged items left out); rewrites added as in the explicit form.",
             implicit_rows, _schema(("chosen", _msgs_type), ("rejected", _msgs_type), ("margin", _f)),
         ),
         ExportKind(
             "kto", "KTO (unpaired preference)",
             "`prompt`, `completion` (one assistant message), `label` (true: desirable). Each response of an item "
-            "once: desirable if it won more of its comparisons than it lost, undesirable if it lost more.",
+            "once: desirable if it won more of its decided comparisons than it lost, undesirable if it lost more "
+            "(ties, undecided pairs and flagged items left out).",
             kto_rows, _schema(("prompt", _msgs_type), ("completion", _msgs_type), ("label", _b)),
         ),
         ExportKind(
-            "prompt", "Prompt-only", "`prompt`: each item's conversation once (for PPO, RLOO, GRPO).",
+            "prompt", "Prompt-only",
+            "`prompt`: each item's conversation once (for PPO, RLOO, GRPO); flagged items left out.",
             prompt_rows, _schema(("prompt", _msgs_type)),
         ),
         ExportKind(
             "sft", "SFT from rewrites",
-            "`messages`: the conversation plus the annotator's edited reply, one row per rewrite (TRL SFTTrainer).",
+            "`messages`: the conversation plus the annotator's edited reply, one row per rewrite (TRL SFTTrainer); "
+            "flagged items left out.",
             sft_rows, _schema(("messages", _msgs_type)),
         ),
         ExportKind(
-            "comparisons", "Comparisons (every row, ties included)",
-            "`item_id`, `prompt`, `chosen`, `rejected`, response ids, model names, `outcome` (chosen | tie), "
+            "comparisons", "Comparisons (every row, ties and undecided pairs included)",
+            "`item_id`, `prompt`, `chosen`, `rejected`, response ids, model names, `outcome` (chosen | tie | "
+            "undecided: not a preference, held back from training), "
             "`margin`, `confidence` (consensus probability), `n_judgments`.",
             comparison_rows,
             _schema(("item_id", _i), ("prompt", _msgs_type), ("chosen", _msgs_type), ("rejected", _msgs_type),
@@ -495,6 +519,44 @@ def _num(x: Any, digits: int = 3) -> str:
     return "n/a" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
 
 
+def _held_back_section(dataset: Dataset) -> list[str]:
+    """The card's account of every comparison that is not a training pair, and why."""
+    stats = dataset.stats or {}
+    params = dataset.params or {}
+    held = stats.get("held_back")
+    flagged = stats.get("flagged")
+    if held is None and flagged is None:  # built before thresholds and flags were counted
+        return []
+    lines = ["## Held back from training", "",
+             "Only decided pairs reach the training exports (preference, implicit, KTO). Every other judged pair "
+             "is counted here with its reason:", "", "| reason | pairs |", "| --- | --- |"]
+    held = held or {}
+    lines += [
+        f"| tie: the consensus preferred neither response{'' if params.get('include_ties', True) else ' (rows left out: include_ties is off)'} "
+        f"| {held.get('tie', 0)} |",
+        f"| too few judgments: fewer than `min_judgments` = {params.get('min_judgments', 1)} agree with the winner "
+        f"| {held.get('too_few_judgments', 0)} |",
+        f"| below confidence: consensus confidence under `min_confidence` = {params.get('min_confidence', 0.0)} "
+        f"| {held.get('below_confidence', 0)} |",
+    ]
+    flagged = flagged or {}
+    items = flagged.get("items") or []
+    k = flagged.get("min_annotators", 1)
+    if flagged.get("kept", True):
+        lines += ["", f"Flagged items (unsafe, private data or broken, by at least {k} annotator(s)): {len(items)}, "
+                  "kept in the training exports (`keep_flagged` is on)."]
+    else:
+        lines += ["", f"Flagged items (unsafe, private data or broken, by at least {k} annotator(s)): {len(items)}, "
+                  f"left out of every training export with their {flagged.get('decided_pairs', 0)} decided pair(s) "
+                  "(`keep_flagged` is off)."]
+    if items:
+        lines += ["", "| item | flags (annotators) | annotators |", "| --- | --- | --- |"]
+        lines += [f"| {f['item_id']} | {', '.join(f'{name} ({n})' for name, n in f['flags'].items())} | "
+                  f"{f['annotators']} |" for f in items]
+    lines.append("")
+    return lines
+
+
 def dataset_card(dataset: Dataset) -> str:
     """Return the dataset's card (README.md): provenance, method, counts, quality, formats, license."""
     campaign = dataset.campaign
@@ -536,15 +598,19 @@ def dataset_card(dataset: Dataset) -> str:
         "Consensus is per item (per pair of responses for rankings and ratings, expanded with their rank gap or "
         "score difference as margin). Judgments on gold checks weigh annotators but are not comparisons. A "
         "decided row's `margin` is the mean strength (or rank gap / score difference) of the judgments that "
-        "agree with the consensus; a tie has margin 0; `confidence` is the consensus probability of the outcome.",
+        "agree with the consensus; a tie has margin 0; `confidence` is the consensus probability of the outcome. A "
+        "pair the method leaned on but that fewer than `min_judgments` judgments back, or whose confidence is under "
+        "`min_confidence`, is an `undecided` row (margin 0) and never a training pair.",
         "",
         "## Contents",
         "",
-        "| items | comparisons | judgments used | annotators | decided | ties |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| items | comparisons | judgments used | annotators | decided | ties | undecided |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
         f"| {dataset.item_count} | {dataset.comparison_count} | {dataset.judgment_count} | {dataset.annotator_count} "
-        f"| {consensus.get('outcomes', {}).get('chosen', 0)} | {consensus.get('outcomes', {}).get('tie', 0)} |",
+        f"| {consensus.get('outcomes', {}).get('chosen', 0)} | {consensus.get('outcomes', {}).get('tie', 0)} "
+        f"| {consensus.get('outcomes', {}).get('undecided', 0)} |",
         "",
+        *_held_back_section(dataset),
         "## Quality",
         "",
         f"- Krippendorff's alpha: nominal {_num(agreement.get('krippendorff_alpha_nominal'))}, ordinal "

@@ -394,13 +394,16 @@ class DatasetComparison(models.Model):
     """One aggregated comparison of a dataset: a prompt with a chosen and a rejected response.
 
     Prompt and response texts are snapshots, so exports stream these rows and never recompute.
-    `outcome` is `tie` when the consensus preferred neither; chosen/rejected then keep the
-    item's response order and the margin is 0.
+    `outcome` is `tie` when the consensus preferred neither, and `undecided` when it leaned one
+    way but too few judgments agreed or its confidence was below the dataset's threshold; in both
+    chosen/rejected keep the item's response order, the margin is 0, and no training export reads
+    the row.
     """
 
     class Outcome(models.TextChoices):
         CHOSEN = "chosen", "Chosen preferred"
         TIE = "tie", "Tie"
+        UNDECIDED = "undecided", "Undecided (held back)"
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="comparisons")
     position = models.PositiveIntegerField(help_text="Row order in the dataset (and in every export).")
@@ -412,7 +415,7 @@ class DatasetComparison(models.Model):
     rejected_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
     rejected_text = models.TextField(blank=True)
     rejected_model = models.CharField(max_length=200, blank=True)
-    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
     margin = models.FloatField()
     confidence = models.FloatField()
     n_judgments = models.PositiveIntegerField()
@@ -424,7 +427,9 @@ class DatasetComparison(models.Model):
             models.UniqueConstraint(
                 fields=["dataset", "item", "chosen_response", "rejected_response"], name="dataset_comparison_pair_unique"
             ),
-            models.CheckConstraint(condition=Q(outcome__in=["chosen", "tie"]), name="dataset_comparison_outcome_valid"),
+            models.CheckConstraint(
+                condition=Q(outcome__in=["chosen", "tie", "undecided"]), name="dataset_comparison_outcome_valid"
+            ),
             models.CheckConstraint(
                 condition=~Q(chosen_response=F("rejected_response")), name="dataset_comparison_two_responses"
             ),

@@ -1,15 +1,24 @@
 """Permission-aware reads. Object access goes through here, never a bare `.get(pk=...)`."""
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.cache import cache
 from django.core.paginator import Page, Paginator
-from django.db.models import F, OuterRef, Prefetch, QuerySet, Subquery, Sum
+from django.db.models import Count, F, Max, OuterRef, Prefetch, QuerySet, Subquery, Sum
 
-from annotation.core import aggregation as agg
-from annotation.core.snapshot import JudgmentRow, item_of, snapshot_pairs
+from annotation.core.snapshot import (
+    DEFAULT_METHOD,
+    Consensus,
+    Decision,
+    JudgmentRow,
+    default_params,
+    item_of,
+    snapshot_decide,
+)
 from annotation.errors import ForbiddenError, NotFoundError
 from annotation.models import (
     Assignment,
@@ -226,63 +235,134 @@ def dataset_judgments(*, dataset: Dataset) -> QuerySet[Judgment]:
 
 @dataclass(frozen=True)
 class LiveConsensus:
-    """An item's consensus now, by majority of the current judgments of members not excluded.
+    """An item's consensus now, decided exactly as a dataset built now with the campaign's default
+    method and parameters would decide it (`campaign_consensus_now`).
 
-    `order` lists the item's response ids best first (pairwise: the winner first); `tie` is true
-    when the majority preferred neither; `agreement` is the winning answer's vote share (pairwise)
-    or the mean over the expanded pairs (rankings, ratings).
+    `order` lists the item's response ids best first (a pair's winner first; ties and undecided
+    pairs count half a win each); `tie` is true when no response comes out on top; `outcome` is
+    the pairwise item's decision ("chosen", "tie" or "undecided"; "ranked" for more than two
+    responses) and `reason` why a pair is not decided; `agreement` is the consensus confidence
+    (the mean over the pairs of a ranking or rating); `pairs` holds every pair's decision.
     """
 
     order: list[int]
     tie: bool
     agreement: float
     judgments: int
+    outcome: str = "chosen"
+    reason: str = ""
+    method: str = DEFAULT_METHOD
+    pairs: tuple[Decision, ...] = ()
 
 
-def items_live_consensus(*, campaign: Campaign, item_ids: Sequence[int]) -> dict[int, LiveConsensus]:
-    """Return the live majority consensus of each judged item in `item_ids` (excluded members left out)."""
+def campaign_consensus_settings(*, campaign: Campaign) -> tuple[str, dict]:
+    """Return the method and parameters the items page and the dashboard decide by: the dataset
+    form's defaults for this campaign (`annotation.core.snapshot.default_params`)."""
+    return DEFAULT_METHOD, default_params(DEFAULT_METHOD, overlap=campaign.overlap)
+
+
+def campaign_consensus_now(*, campaign: Campaign) -> Consensus:
+    """Return the consensus of every current judgment of the campaign (excluded members left out,
+    gold checks weighing annotators) by `campaign_consensus_settings`: the rows a dataset built now
+    with the default method and parameters would read, through the same `snapshot_decide`."""
+    method, params = campaign_consensus_settings(campaign=campaign)
     excluded = excluded_annotator_ids(campaign=campaign)
+    # A pairwise decision needs neither the answer's details nor the display order: left unread.
+    pairwise = campaign.kind == Campaign.Kind.PAIRWISE
     judgments = (
-        Judgment.objects.filter(campaign=campaign, item_id__in=list(item_ids), superseded_by__isnull=True)
+        Judgment.objects.filter(campaign=campaign, superseded_by__isnull=True)
         .exclude(annotator_id__in=excluded)
-        .values("pk", "item_id", "annotator_id", "outcome", "preferred_response_id", "strength", "answer",
-                "display_order")
+        .values_list("pk", "item_id", "annotator_id", "outcome", "preferred_response_id", "strength",
+                     "item__is_gold", "item__gold", *(() if pairwise else ("answer",)))
+        .order_by("pk")
     )
     rows = [
-        JudgmentRow(judgment_id=j["pk"], item_id=j["item_id"], annotator_id=j["annotator_id"], outcome=j["outcome"],
-                    preferred_response_id=j["preferred_response_id"], strength=j["strength"],
-                    answer=j["answer"] or {}, display_order=j["display_order"] or [])
-        for j in judgments
+        JudgmentRow(judgment_id=j[0], item_id=j[1], annotator_id=j[2], outcome=j[3], preferred_response_id=j[4],
+                    strength=j[5], answer={} if pairwise else (j[8] or {}), display_order=[], is_gold=j[6],
+                    gold=j[7])
+        for j in judgments.iterator(chunk_size=5000)
     ]
-    if not rows:
-        return {}
     item_responses: dict[int, list[int]] = defaultdict(list)
-    for item_id, response_id in ItemResponse.objects.filter(item_id__in={r.item_id for r in rows}).order_by(
+    for item_id, response_id in ItemResponse.objects.filter(item__campaign=campaign).order_by(
         "item_id", "position"
     ).values_list("item_id", "response_id"):
         item_responses[item_id].append(response_id)
-    judged = snapshot_pairs(rows, kind=campaign.kind, item_responses=item_responses, models={},
-                            params={"rating_criterion": None, "rating_tie_tolerance": 0.0})
-    if not judged.pairs:
+    return snapshot_decide(rows, kind=campaign.kind, item_responses=item_responses, models={}, method=method,
+                           params=params)
+
+
+@dataclass(frozen=True)
+class _CampaignDecisions:
+    method: str
+    by_item: dict[int, list[Decision]]
+    judgments: dict[int, int]  # item -> annotators counted (one current judgment each)
+
+
+_DECISIONS_CACHE_SECONDS = 3600
+
+
+def _campaign_decisions(*, campaign: Campaign) -> _CampaignDecisions:
+    """Return `campaign_consensus_now` grouped by item, cached per judgment state.
+
+    The key holds everything the decisions depend on that can change: the campaign's judgment
+    count and newest judgment (a correction is a new judgment), its excluded members and its
+    overlap (the default min_judgments follows it); its creation time keeps a reused id apart. Paging through the items list then costs one
+    aggregation, not one per page.
+    """
+    state = Judgment.objects.filter(campaign=campaign).aggregate(n=Count("pk"), last=Max("pk"))
+    excluded = sorted(excluded_annotator_ids(campaign=campaign))
+    key = (f"arbiter:items-consensus:{campaign.pk}:{campaign.created_at.timestamp()}:{campaign.overlap}:"
+           f"{state['n']}:{state['last']}:{','.join(map(str, excluded))}")
+    if len(key) > 200:  # many excluded members: a digest keeps the key within memcached's limit
+        key = "arbiter:items-consensus:" + hashlib.sha256(key.encode()).hexdigest()
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    consensus = campaign_consensus_now(campaign=campaign)
+    by_item: dict[int, list[Decision]] = defaultdict(list)
+    for d in consensus.decisions:
+        by_item[d.item_id].append(d)
+    annotators: dict[int, set[int]] = defaultdict(set)
+    for p in consensus.regular:
+        annotators[item_of(p.item_id)].add(p.annotator_id)
+    out = _CampaignDecisions(method=consensus.result.method, by_item=dict(by_item),
+                             judgments={i: len(a) for i, a in annotators.items()})
+    cache.set(key, out, _DECISIONS_CACHE_SECONDS)
+    return out
+
+
+def items_live_consensus(*, campaign: Campaign, item_ids: Sequence[int]) -> dict[int, LiveConsensus]:
+    """Return the live consensus of each judged regular item in `item_ids` (see `LiveConsensus`).
+
+    The consensus is computed over the whole campaign, as a dataset's is: annotator weights come
+    from every judgment and gold check, not from the page's items alone.
+    """
+    decided = _campaign_decisions(campaign=campaign)
+    by_item = {i: decided.by_item[i] for i in item_ids if i in decided.by_item}
+    if not by_item:
         return {}
-    consensus = agg.majority_vote(judged.pairs)
-    wins: dict[int, dict[int, float]] = defaultdict(lambda: defaultdict(float))
-    shares: dict[int, list[float]] = defaultdict(list)
-    for c in consensus.items:
-        item = item_of(c.item_id)
-        shares[item].append(float(c.confidence))
-        winner = c.winner_id
-        for r in (c.response_a_id, c.response_b_id):
-            wins[item][r] += 0.5 if winner is None else float(r == winner)
-    counts: dict[int, int] = defaultdict(int)
-    for r in rows:
-        counts[r.item_id] += 1
+    responses: dict[int, list[int]] = defaultdict(list)
+    for item_id, response_id in ItemResponse.objects.filter(item_id__in=list(by_item)).order_by(
+        "item_id", "position"
+    ).values_list("item_id", "response_id"):
+        responses[item_id].append(response_id)
     out = {}
-    for item, score in wins.items():
-        order = sorted(item_responses[item], key=lambda r: (-score.get(r, 0.0), item_responses[item].index(r)))
-        top = [r for r in order if score.get(r, 0.0) == score.get(order[0], 0.0)]
-        out[item] = LiveConsensus(order=order, tie=len(top) > 1, agreement=round(sum(shares[item]) / len(shares[item]), 3),
-                                  judgments=counts[item])
+    for item, decisions in by_item.items():
+        wins: dict[int, float] = defaultdict(float)
+        for d in decisions:
+            for r in (d.response_a_id, d.response_b_id):
+                wins[r] += float(r == d.winner_id) if d.outcome == "chosen" else 0.5
+        listed = responses[item]
+        order = sorted(listed, key=lambda r: (-wins.get(r, 0.0), listed.index(r)))
+        top = [r for r in order if wins.get(r, 0.0) == wins.get(order[0], 0.0)]
+        single = decisions[0] if len(decisions) == 1 and len(listed) == 2 else None
+        out[item] = LiveConsensus(
+            order=order, tie=len(top) > 1,
+            agreement=round(sum(d.confidence for d in decisions) / len(decisions), 3),
+            judgments=decided.judgments[item],
+            outcome=single.outcome if single else "ranked", reason=single.reason if single else "",
+            method=decided.method, pairs=tuple(decisions),
+        )
     return out
 
 
@@ -295,6 +375,15 @@ ITEM_FILTERS = {
 }
 ITEMS_PER_PAGE = 20
 AUDIT_PER_PAGE = 50
+
+
+def item_list_pages(*, campaign: Campaign, item_ids: Iterable[int]) -> dict[int, int]:
+    """Return the page of the items list ("all", by id) that shows each of `item_ids`."""
+    ids = sorted(set(item_ids))
+    if not ids:
+        return {}
+    listed = Item.objects.filter(campaign=campaign).order_by("pk").values_list("pk", flat=True)
+    return {i: listed.filter(pk__lt=i).count() // ITEMS_PER_PAGE + 1 for i in ids}
 
 
 @dataclass(frozen=True)

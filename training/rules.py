@@ -46,14 +46,14 @@ def _n_clean(kind: str, n: Any) -> int | None:
     return n
 
 
-def _dataset_params_clean(method: Any, params: Any) -> dict[str, Any]:
+def _dataset_params_clean(method: Any, params: Any, overlap: int | None = None) -> dict[str, Any]:
     """Return the aggregation's full parameters, naming this rule's fields in an error."""
     from annotation.services.datasets import dataset_params_clean
 
     if method not in Dataset.Method.values:
         raise field_error("dataset_method", f"must be one of {', '.join(Dataset.Method.values)}")
     try:
-        return dataset_params_clean(method=method, params=params)
+        return dataset_params_clean(method=method, params=params, overlap=overlap)
     except ApplicationError as exc:
         field, _, detail = exc.message.partition(": ")
         raise field_error(f"dataset_{field}", detail) from exc
@@ -104,7 +104,7 @@ def training_rule_create(
     if kind not in TrainingRule.Kind.values:
         raise field_error("kind", f"must be one of {', '.join(TrainingRule.Kind.values)}")
     cleaned_n = _n_clean(kind, n)
-    params = _dataset_params_clean(dataset_method, dataset_params)
+    params = _dataset_params_clean(dataset_method, dataset_params, campaign.overlap)
     model_path = training_model_path_clean(base_model_path=base_model_path)
     cleaned_config = training_config_clean(kind=TrainingRun.Kind.REWARD, config=config)
     cleaned_gpus = gpus_clean(gpus)
@@ -165,7 +165,7 @@ def training_rule_update(
     if dataset_params is UNSET:
         # Another method has other parameters: a changed method starts from its defaults.
         dataset_params = rule.dataset_params if method == rule.dataset_method else None
-    params = _dataset_params_clean(method, dataset_params)
+    params = _dataset_params_clean(method, dataset_params, rule.campaign.overlap)
     if base_model_path is not UNSET:
         rule.base_model_path = training_model_path_clean(base_model_path=base_model_path)
     if config is not UNSET:

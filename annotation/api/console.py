@@ -171,8 +171,16 @@ class CampaignItemListApi(APIView):
             class Consensus(serializers.Serializer):
                 order = serializers.ListField(child=serializers.IntegerField(), help_text="Response ids, best first")
                 tie = serializers.BooleanField()
-                agreement = serializers.FloatField()
+                agreement = serializers.FloatField(help_text="The consensus confidence (mean over a ranking's pairs)")
                 judgments = serializers.IntegerField()
+                outcome = serializers.ChoiceField(
+                    ["chosen", "tie", "undecided", "ranked"],
+                    help_text="A pairwise item's decision, as a dataset built now with the default settings "
+                    "would export it (undecided: held back by min_judgments or min_confidence); 'ranked' "
+                    "for more than two responses",
+                )
+                reason = serializers.CharField(allow_blank=True, help_text="Why a pair is not decided")
+                method = serializers.CharField(help_text="The aggregation method (the dataset form's default)")
 
             id = serializers.IntegerField()
             external_id = serializers.CharField(allow_blank=True)
@@ -215,7 +223,8 @@ class CampaignItemListApi(APIView):
                     "superseded": j.pk in listed.superseded, "created_at": j.created_at,
                 } for j in row.judgments],
                 "consensus": None if c is None else {"order": c.order, "tie": c.tie, "agreement": c.agreement,
-                                                     "judgments": c.judgments},
+                                                     "judgments": c.judgments, "outcome": c.outcome,
+                                                     "reason": c.reason, "method": c.method},
             })
         page = listed.page
         data = {"count": page.paginator.count, "page": page.number, "pages": page.paginator.num_pages,

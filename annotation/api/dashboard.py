@@ -75,6 +75,19 @@ class CampaignDashboardApi(APIView):
             judgments = serializers.IntegerField()
             annotators = serializers.IntegerField()
 
+        class Consensus(serializers.Serializer):
+            class Undecided(serializers.Serializer):
+                too_few_judgments = serializers.IntegerField()
+                below_confidence = serializers.IntegerField()
+
+            method = serializers.CharField(help_text="The dataset form's default method, which the items page uses too.")
+            min_confidence = serializers.FloatField()
+            min_judgments = serializers.IntegerField()
+            pairs = serializers.IntegerField(help_text="Judged pairs of regular items.")
+            decided = serializers.IntegerField(help_text="Pairs a dataset with the default settings would export decided.")
+            ties = serializers.IntegerField()
+            undecided = Undecided(help_text="Pairs held back by each threshold.")
+
         class PositionBias(serializers.Serializer):
             rate = serializers.FloatField(allow_null=True, help_text="Share of decisive judgments won by the response shown first.")
             ci_low = serializers.FloatField(allow_null=True)
@@ -116,6 +129,7 @@ class CampaignDashboardApi(APIView):
         excluded = serializers.ListField(child=serializers.CharField(), help_text="Usernames of excluded members.")
         time_per_item = TimePerItem()
         agreement = Agreement()
+        consensus = Consensus()
         position_bias = PositionBias()
         leaderboard = Leaderboard()
         quality_as_of = QualityAsOf(help_text="How current agreement, bias, leaderboard and times are.")

@@ -4,12 +4,13 @@ Managers and researchers of the campaign read; only its managers create. Annotat
 non-members 404, as for campaigns.
 """
 
+import json
 from types import SimpleNamespace
 
 from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
@@ -18,6 +19,7 @@ from rest_framework.views import APIView
 
 from annotation import exports
 from annotation.api.schema import ERROR
+from annotation.core.snapshot import DEFAULT_METHOD, DEFAULT_METHOD_REASON, PARAMS
 from annotation.errors import ConflictError, NotFoundError, field_error
 from annotation.models import Dataset, Role
 from annotation.permissions import IsAnyRole, IsManager
@@ -31,16 +33,49 @@ from annotation.services.datasets import dataset_create
 READERS = (Role.MANAGER, Role.RESEARCHER)
 
 
+class _HeldBack(serializers.Serializer):
+    tie = serializers.IntegerField()
+    too_few_judgments = serializers.IntegerField()
+    below_confidence = serializers.IntegerField()
+
+
+class _FlaggedItem(serializers.Serializer):
+    item_id = serializers.IntegerField()
+    flags = serializers.DictField(child=serializers.IntegerField(), help_text="Flag -> annotators who raised it")
+    annotators = serializers.IntegerField()
+
+
+class _Flagged(serializers.Serializer):
+    min_annotators = serializers.IntegerField()
+    kept = serializers.BooleanField(help_text="True: flagged items stay in the training exports (keep_flagged)")
+    decided_pairs = serializers.IntegerField(help_text="Decided pairs of the flagged items")
+    items = _FlaggedItem(many=True)
+
+
 class DatasetOutputSerializer(serializers.ModelSerializer):
     counts = serializers.SerializerMethodField()
     created_by = serializers.CharField(source="created_by.get_username")
+    held_back = serializers.SerializerMethodField(
+        help_text="Pairs that are not decided pairs, by reason (null for a dataset built before they were counted)"
+    )
+    flagged = serializers.SerializerMethodField(
+        help_text="Items flagged unsafe, private data or broken by at least flag_min_annotators annotators"
+    )
 
     class Meta:
         model = Dataset
         fields = [
             "id", "campaign", "version", "method", "params", "status", "error", "content_hash", "counts",
-            "campaign_version", "last_judgment_id", "created_by", "created_at", "finished_at",
+            "campaign_version", "last_judgment_id", "created_by", "created_at", "finished_at", "held_back", "flagged",
         ]
+
+    @extend_schema_field(_HeldBack(allow_null=True))
+    def get_held_back(self, obj: Dataset):
+        return (obj.stats or {}).get("held_back")
+
+    @extend_schema_field(_Flagged(allow_null=True))
+    def get_flagged(self, obj: Dataset):
+        return (obj.stats or {}).get("flagged")
 
     def get_counts(self, obj: Dataset) -> dict[str, int]:
         return {"items": obj.item_count, "comparisons": obj.comparison_count, "judgments": obj.judgment_count,
@@ -61,10 +96,18 @@ class DatasetCreateApi(APIView):
     permission_classes = [IsManager]
 
     class InputSerializer(serializers.Serializer):
-        method = serializers.ChoiceField(choices=Dataset.Method.choices, default=Dataset.Method.DAWID_SKENE)
+        method = serializers.ChoiceField(choices=Dataset.Method.choices, default=DEFAULT_METHOD,
+                                         help_text=DEFAULT_METHOD_REASON)
         params = serializers.JSONField(
             required=False, default=dict,
-            help_text="Aggregation parameters; every one has a default (see the dataset's `params` once created).",
+            help_text="Aggregation parameters; every one has a default (the dataset's `params` show them all once "
+            "created). A pair is exported as a preference only if at least `min_judgments` judgments agree with "
+            "the winner and its confidence is at least `min_confidence`; otherwise its row is `undecided` "
+            "(margin 0), which no training export reads. " + "; ".join(
+                f"`{name}`: {p.expect}, default {json.dumps(p.default)}"
+                + ("" if len(p.methods) == 3 else f" ({', '.join(p.methods)} only)")
+                for name, p in sorted(PARAMS.items())
+            ) + ". `min_judgments` defaults to 1 on a campaign of overlap 1.",
         )
 
         class Meta:

@@ -50,7 +50,7 @@ class ComparisonRow:
     rejected_id: int
     chosen_model: str
     rejected_model: str
-    outcome: str  # "chosen" | "tie"
+    outcome: str  # "chosen" | "tie" | "undecided"
     margin: float
     confidence: float
     n_judgments: int
@@ -172,41 +172,284 @@ def item_of(key: Hashable) -> int:
     return key[0] if isinstance(key, tuple) else key  # expanded pairs are keyed (item, a, b)
 
 
-def snapshot_comparisons(
-    consensus: agg.ConsensusResult, regular: Sequence[agg.PairwiseJudgment], *, include_ties: bool
-) -> list[ComparisonRow]:
-    """Return one row per judged pair of a regular item, in (item, response, response) order.
+# --- decided, tie or undecided -------------------------------------------------------------------
 
-    The margin of a decided pair is the mean margin (strength, rank gap or score difference) of
-    the judgments that agree with the consensus winner; 0 for a tie.
+DEFAULT_METHOD = "reliability_weighted"
+# Why the default method is the default, with the numbers bench/aggregate.py measured (bench/README.md,
+# "Aggregation": 2,000 open items, 40 annotators of whom 20 % spammers and 15 % position-biased, 3 seeds).
+DEFAULT_METHOD_REASON = (
+    "Reliability-weighted voting is the default because it was the most accurate method at every overlap "
+    "in bench/aggregate.py (synthetic annotators, 20 % of them spammers): 0.745 against majority's 0.580 "
+    "at overlap 2, 0.797 against 0.700 at overlap 3 (+9.7 points) and 0.885 against 0.790 at overlap 5 "
+    "(+9.5 points); Dawid–Skene came within 0.3 points at overlap 2 and 1.3 at overlap 3."
+)
+DEFAULT_MIN_CONFIDENCE = 0.6
+DEFAULT_MIN_JUDGMENTS = 2
+# The flags that hold an item back from training (FLAG_REASONS in annotation.core.judging);
+# "can't judge" says something about the annotator, not about the item.
+HOLDING_FLAGS = ("unsafe", "private_data", "broken")
+DEFAULT_FLAG_MIN_ANNOTATORS = 1
+
+# Why a comparison is not a decided pair, worded for the card and the dataset page.
+HELD_BACK_REASONS = {
+    "tie": "the consensus preferred neither response",
+    "too_few_judgments": "fewer judgments than min_judgments agree with the consensus winner",
+    "below_confidence": "the consensus confidence is below min_confidence",
+}
+
+
+def default_min_judgments(overlap: int | None) -> int:
+    """Return the min_judgments a campaign of this overlap gets by default: 2, or 1 at overlap 1.
+
+    Two agreeing judgments are the least that is a consensus (a 1–1 split never is); a campaign that
+    asks one judgment per item has only one to give, so there the default asks one.
+    """
+    return DEFAULT_MIN_JUDGMENTS if overlap is None else max(1, min(DEFAULT_MIN_JUDGMENTS, overlap))
+
+
+# --- dataset parameters -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Param:
+    default: Any
+    check: Any  # callable(value) -> bool
+    expect: str  # what a valid value looks like, for the error
+    methods: tuple[str, ...] = ("majority", "dawid_skene", "reliability_weighted")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_WEIGHTED = ("dawid_skene", "reliability_weighted")
+PARAMS: dict[str, _Param] = {
+    "both_bad": _Param("tie", lambda v: v in ("tie", "drop"), "'tie' (both bad counts as a tie) or 'drop'"),
+    "include_ties": _Param(True, lambda v: isinstance(v, bool), "true or false (keep tied comparisons as rows)"),
+    "min_confidence": _Param(
+        DEFAULT_MIN_CONFIDENCE, lambda v: _is_num(v) and 0 <= v <= 1,
+        "a number from 0 to 1 (a pair whose consensus confidence is lower is exported undecided)",
+    ),
+    "min_judgments": _Param(
+        DEFAULT_MIN_JUDGMENTS, lambda v: _is_int(v) and 1 <= v <= 100,
+        "an integer from 1 to 100 (judgments that must agree with the winner; fewer: undecided)",
+    ),
+    "flag_min_annotators": _Param(
+        DEFAULT_FLAG_MIN_ANNOTATORS, lambda v: _is_int(v) and 1 <= v <= 100,
+        "an integer from 1 to 100 (annotators who flag an item unsafe, private data or broken before it is "
+        "held back from training)",
+    ),
+    "keep_flagged": _Param(
+        False, lambda v: isinstance(v, bool), "true or false (keep flagged items in the training exports)"
+    ),
+    "use_gold": _Param(True, lambda v: isinstance(v, bool), "true or false", _WEIGHTED),
+    "max_iter": _Param(100, lambda v: _is_int(v) and 1 <= v <= 1000, "an integer from 1 to 1000", _WEIGHTED),
+    "prior_accuracy": _Param(
+        0.6, lambda v: _is_num(v) and 1 / 3 < v < 1, "a number between 1/3 and 1", ("reliability_weighted",)
+    ),
+    "prior_strength": _Param(
+        4.0, lambda v: _is_num(v) and 0 < v <= 1000, "a number above 0", ("reliability_weighted",)
+    ),
+    "rating_criterion": _Param(
+        None, lambda v: v is None or (isinstance(v, str) and v != ""), "a criterion name, or null for their mean"
+    ),
+    "rating_tie_tolerance": _Param(0.0, lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+    "bootstrap_rounds": _Param(1000, lambda v: _is_int(v) and 0 <= v <= 10000, "an integer from 0 to 10000"),
+    "seed": _Param(0, lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+}
+
+
+
+
+def param_default(name: str, overlap: int | None = None) -> Any:
+    """Return a parameter's default (min_judgments follows the campaign's overlap)."""
+    return default_min_judgments(overlap) if name == "min_judgments" else PARAMS[name].default
+
+
+def default_params(method: str = DEFAULT_METHOD, *, overlap: int | None = None) -> dict[str, Any]:
+    """Return every parameter of `method` at its default: what the dataset form starts from, and
+    what the items page and the dashboard decide by."""
+    return {name: param_default(name, overlap) for name, p in sorted(PARAMS.items()) if method in p.methods}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The consensus on one judged pair of a regular item, after the dataset's thresholds.
+
+    `outcome` is "chosen" (a decided pair: `winner_id` preferred), "tie", or "undecided" (the
+    method leaned one way but not enough: `reason` says which threshold held it back). `support`
+    counts the judgments that agree with the method's winner; `margin` is their mean margin.
+    """
+
+    key: Hashable
+    item_id: int
+    response_a_id: int
+    response_b_id: int
+    outcome: str
+    winner_id: int | None
+    reason: str  # "" for a decided pair; else a key of HELD_BACK_REASONS
+    confidence: float
+    n_judgments: int
+    support: int
+    margin: float
+
+
+def snapshot_decisions(
+    consensus: agg.ConsensusResult,
+    regular: Sequence[agg.PairwiseJudgment],
+    *,
+    min_confidence: float = 0.0,
+    min_judgments: int = 1,
+) -> list[Decision]:
+    """Return one decision per judged pair of a regular item, in (item, response, response) order.
+
+    A pair is decided only if the consensus has a winner, at least `min_judgments` judgments agree
+    with that winner, and its confidence (rounded as stored) is at least `min_confidence`. With
+    `min_judgments` 2 a 1–1 split is never decided, whatever weights the method gives the two
+    annotators: one judgment agrees with either side.
     """
     by_key: dict[Hashable, list[agg.PairwiseJudgment]] = defaultdict(list)
-    model = {}
     for p in regular:
         by_key[p.item_id].append(p)
-        model[p.response_a_id], model[p.response_b_id] = p.model_a or "", p.model_b or ""
     out = []
     for c in consensus.items:
         group = by_key.get(c.item_id)
         if group is None:  # a gold item: it weighed annotators, it is not a comparison
             continue
+        confidence = round(min(max(float(c.confidence), 0.0), 1.0), DIGITS)
         winner = c.winner_id
+        agreeing = [agg.judgment_margin(p) for p in group if winner is not None and p.winner_id == winner]
+        margin = round(float(sum(agreeing) / len(agreeing)), DIGITS) if agreeing else 0.0
         if winner is None:
-            if not include_ties:
-                continue
-            chosen, rejected, outcome, margin = c.response_a_id, c.response_b_id, "tie", 0.0
+            outcome, reason = "tie", "tie"
+        elif len(agreeing) < min_judgments:
+            outcome, reason = "undecided", "too_few_judgments"
+        elif confidence < min_confidence:
+            outcome, reason = "undecided", "below_confidence"
         else:
-            chosen = winner
-            rejected = c.response_b_id if winner == c.response_a_id else c.response_a_id
-            agreeing = [agg.judgment_margin(p) for p in group if p.winner_id == winner]
-            outcome, margin = "chosen", (sum(agreeing) / len(agreeing) if agreeing else 0.0)
-        out.append(ComparisonRow(
-            item_id=item_of(c.item_id), chosen_id=chosen, rejected_id=rejected, chosen_model=model.get(chosen, ""),
-            rejected_model=model.get(rejected, ""), outcome=outcome, margin=round(float(margin), DIGITS),
-            confidence=round(min(max(float(c.confidence), 0.0), 1.0), DIGITS), n_judgments=c.n_judgments,
+            outcome, reason = "chosen", ""
+        out.append(Decision(
+            key=c.item_id, item_id=item_of(c.item_id), response_a_id=c.response_a_id, response_b_id=c.response_b_id,
+            outcome=outcome, winner_id=winner, reason=reason, confidence=confidence, n_judgments=c.n_judgments,
+            support=len(agreeing), margin=margin,
         ))
-    out.sort(key=lambda r: (r.item_id, min(r.chosen_id, r.rejected_id), max(r.chosen_id, r.rejected_id)))
+    out.sort(key=lambda d: (d.item_id, min(d.response_a_id, d.response_b_id), max(d.response_a_id, d.response_b_id)))
     return out
+
+
+def snapshot_comparisons(
+    consensus: agg.ConsensusResult,
+    regular: Sequence[agg.PairwiseJudgment],
+    *,
+    include_ties: bool,
+    min_confidence: float = 0.0,
+    min_judgments: int = 1,
+) -> list[ComparisonRow]:
+    """Return one row per judged pair of a regular item, in (item, response, response) order.
+
+    The margin of a decided pair is the mean margin (strength, rank gap or score difference) of
+    the judgments that agree with the consensus winner. A tie (kept only with `include_ties`) and
+    an undecided pair (always kept, so the dataset says what it held back) keep the item's
+    response order with margin 0; no training export reads either.
+    """
+    model = {}
+    for p in regular:
+        model[p.response_a_id], model[p.response_b_id] = p.model_a or "", p.model_b or ""
+    out = []
+    for d in snapshot_decisions(consensus, regular, min_confidence=min_confidence, min_judgments=min_judgments):
+        if d.outcome == "chosen":
+            chosen = d.winner_id
+            rejected = d.response_b_id if chosen == d.response_a_id else d.response_a_id
+            margin = d.margin
+        else:
+            if d.outcome == "tie" and not include_ties:
+                continue
+            chosen, rejected, margin = d.response_a_id, d.response_b_id, 0.0
+        out.append(ComparisonRow(
+            item_id=d.item_id, chosen_id=chosen, rejected_id=rejected, chosen_model=model.get(chosen, ""),
+            rejected_model=model.get(rejected, ""), outcome=d.outcome, margin=margin, confidence=d.confidence,
+            n_judgments=d.n_judgments,
+        ))
+    return out
+
+
+def held_back_counts(decisions: Sequence[Decision]) -> dict[str, int]:
+    """Return how many pairs each reason kept from being a decided pair (every reason, 0 included)."""
+    counts = dict.fromkeys(HELD_BACK_REASONS, 0)
+    for d in decisions:
+        if d.reason:
+            counts[d.reason] += 1
+    return counts
+
+
+# --- flags ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FlaggedItem:
+    item_id: int
+    flags: dict[str, int]  # holding flag -> annotators who raised it
+    annotators: int  # distinct annotators who raised any holding flag
+
+
+def snapshot_flagged(rows: Iterable[JudgmentRow], *, min_annotators: int) -> list[FlaggedItem]:
+    """Return the regular items that at least `min_annotators` distinct annotators flagged unsafe,
+    private data or broken (`answer["flags"]`), by item id."""
+    by_item: dict[int, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for row in rows:
+        if row.is_gold:
+            continue
+        for flag in (row.answer or {}).get("flags") or ():
+            if flag in HOLDING_FLAGS:
+                by_item[row.item_id][flag].add(row.annotator_id)
+    out = []
+    for item_id in sorted(by_item):
+        flags = by_item[item_id]
+        who = set().union(*flags.values())
+        if len(who) >= min_annotators:
+            out.append(FlaggedItem(item_id=item_id, flags={f: len(flags[f]) for f in HOLDING_FLAGS if f in flags},
+                                   annotators=len(who)))
+    return out
+
+
+# --- one consensus for the dataset, the items page and the dashboard ---------------------------------
+
+
+@dataclass(frozen=True)
+class Consensus:
+    judged: JudgedPairs
+    regular: list[agg.PairwiseJudgment]
+    result: agg.ConsensusResult
+    decisions: list[Decision]
+
+
+def snapshot_decide(
+    rows: Sequence[JudgmentRow],
+    *,
+    kind: str,
+    item_responses: Mapping[int, Sequence[int]],
+    models: Mapping[int, str],
+    method: str,
+    params: Mapping[str, Any],
+) -> Consensus:
+    """Return the pairs, the consensus and each pair's decision, by the method and its parameters.
+
+    The one path from judgments to decided / tie / undecided: a dataset build, the items page and
+    the dashboard all call it, so they agree item by item when given the same judgments, method and
+    parameters (thresholds included).
+    """
+    judged = snapshot_pairs(rows, kind=kind, item_responses=item_responses, models=models, params=params)
+    regular = [p for p in judged.pairs if not p.is_gold]
+    result = snapshot_consensus(judged.pairs, method=method, params=params) if regular else agg.ConsensusResult(
+        method=method, items=[])
+    decisions = snapshot_decisions(
+        result, regular, min_confidence=params.get("min_confidence", 0.0), min_judgments=params.get("min_judgments", 1)
+    )
+    return Consensus(judged=judged, regular=regular, result=result, decisions=decisions)
 
 
 def _finite(x: float | None) -> float | None:
@@ -276,6 +519,7 @@ def snapshot_stats(
             "outcomes": {
                 "chosen": sum(1 for c in comparisons if c.outcome == "chosen"),
                 "tie": sum(1 for c in comparisons if c.outcome == "tie"),
+                "undecided": sum(1 for c in comparisons if c.outcome == "undecided"),
             },
             "confidence": {
                 "mean": _finite(float(conf.mean())) if len(conf) else None,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,13 +29,16 @@ from django.db.models import Max
 from django.utils import timezone
 
 from annotation.core.snapshot import (
+    PARAMS,
     ComparisonRow,
     JudgmentRow,
     SnapshotError,
+    held_back_counts,
+    param_default,
     snapshot_comparisons,
-    snapshot_consensus,
+    snapshot_decide,
+    snapshot_flagged,
     snapshot_leaderboard,
-    snapshot_pairs,
     snapshot_stats,
 )
 from annotation.errors import ApplicationError, ForbiddenError, field_error
@@ -66,45 +68,14 @@ class DatasetBuildError(ApplicationError):
 # --- parameters -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Param:
-    default: Any
-    check: Any  # callable(value) -> bool
-    expect: str  # what a valid value looks like, for the error
-    methods: tuple[str, ...] = ("majority", "dawid_skene", "reliability_weighted")
+def dataset_params_clean(
+    *, method: str, params: Mapping[str, Any] | None, overlap: int | None = None
+) -> dict[str, Any]:
+    """Return the method's full parameters (defaults filled in) or raise naming the bad one.
 
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-_WEIGHTED = ("dawid_skene", "reliability_weighted")
-PARAMS: dict[str, _Param] = {
-    "both_bad": _Param("tie", lambda v: v in ("tie", "drop"), "'tie' (both bad counts as a tie) or 'drop'"),
-    "include_ties": _Param(True, lambda v: isinstance(v, bool), "true or false (keep tied comparisons as rows)"),
-    "use_gold": _Param(True, lambda v: isinstance(v, bool), "true or false", _WEIGHTED),
-    "max_iter": _Param(100, lambda v: _is_int(v) and 1 <= v <= 1000, "an integer from 1 to 1000", _WEIGHTED),
-    "prior_accuracy": _Param(
-        0.6, lambda v: _is_num(v) and 1 / 3 < v < 1, "a number between 1/3 and 1", ("reliability_weighted",)
-    ),
-    "prior_strength": _Param(
-        4.0, lambda v: _is_num(v) and 0 < v <= 1000, "a number above 0", ("reliability_weighted",)
-    ),
-    "rating_criterion": _Param(
-        None, lambda v: v is None or (isinstance(v, str) and v != ""), "a criterion name, or null for their mean"
-    ),
-    "rating_tie_tolerance": _Param(0.0, lambda v: _is_num(v) and v >= 0, "a number >= 0"),
-    "bootstrap_rounds": _Param(1000, lambda v: _is_int(v) and 0 <= v <= 10000, "an integer from 0 to 10000"),
-    "seed": _Param(0, lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-}
-
-
-def dataset_params_clean(*, method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Return the method's full parameters (defaults filled in) or raise naming the bad one."""
+    `overlap` is the campaign's: `min_judgments` defaults to 2, or 1 on a campaign that asks one
+    judgment per item (`default_min_judgments`).
+    """
     if method not in Dataset.Method.values:
         raise field_error("method", f"must be one of {', '.join(Dataset.Method.values)}")
     if params is None:
@@ -118,7 +89,7 @@ def dataset_params_clean(*, method: str, params: Mapping[str, Any] | None) -> di
     cleaned = {}
     for name in sorted(allowed):
         spec = PARAMS[name]
-        value = params.get(name, spec.default)
+        value = params.get(name, param_default(name, overlap))
         if not spec.check(value):
             raise field_error(f"params.{name}", f"must be {spec.expect}, not {value!r}")
         cleaned[name] = float(value) if isinstance(spec.default, float) else value
@@ -133,7 +104,7 @@ def dataset_create(
     *, campaign: Campaign, method: str, params: Mapping[str, Any] | None = None, created_by: AbstractBaseUser
 ) -> Dataset:
     """Create the campaign's next dataset version (status building) and queue its build after commit."""
-    cleaned = dataset_params_clean(method=method, params=params)
+    cleaned = dataset_params_clean(method=method, params=params, overlap=campaign.overlap)
     if membership_role(user=created_by, campaign=campaign) != Role.MANAGER:
         raise ForbiddenError("Only the campaign's managers create datasets.")
     # The campaign row serializes version numbering (the unique constraint backs it up).
@@ -258,17 +229,20 @@ def _compute(dataset: Dataset) -> _Snapshot:
     ):
         item_responses[item_id].append(response_id)
     models = dict(Response.objects.filter(prompt__campaign=campaign).values_list("pk", "model_name"))
-    judged = snapshot_pairs(rows, kind=campaign.kind, item_responses=item_responses, models=models,
-                            params=dataset.params)
-    regular = [p for p in judged.pairs if not p.is_gold]
+    params = {**param_defaults_for_old(dataset.params), **dataset.params}
+    decided = snapshot_decide(rows, kind=campaign.kind, item_responses=item_responses, models=models,
+                              method=dataset.method, params=params)
+    judged, regular, consensus = decided.judged, decided.regular, decided.result
     if not regular:
         left_out = f" ({dropped} judgment(s) of excluded annotators were left out)" if dropped else ""
         raise DatasetBuildError(
             "There is nothing to aggregate yet: the campaign has no current judgments on regular items "
             f"that compare two responses{left_out}. Collect judgments, then create the dataset again."
         )
-    consensus = snapshot_consensus(judged.pairs, method=dataset.method, params=dataset.params)
-    comparisons = snapshot_comparisons(consensus, regular, include_ties=dataset.params["include_ties"])
+    comparisons = snapshot_comparisons(
+        consensus, regular, include_ties=params["include_ties"], min_confidence=params["min_confidence"],
+        min_judgments=params["min_judgments"],
+    )
     if not comparisons:
         raise DatasetBuildError(
             "Every comparison was a tie and include_ties is off: the dataset would be empty. "
@@ -287,9 +261,31 @@ def _compute(dataset: Dataset) -> _Snapshot:
                 gold=judged.gold_answers,
             ),
             "excluded": {"annotators": sorted(excluded), "judgments": dropped},
+            "held_back": held_back_counts(decided.decisions),
+            "flagged": _flagged_stats(rows, comparisons, params),
         },
         leaderboard=snapshot_leaderboard(regular, params=dataset.params),
     )
+
+
+def param_defaults_for_old(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the thresholds a dataset made before they existed was built with: none (every winner
+    decided, flagged items kept), so rebuilding an old dataset's parameters changes nothing."""
+    return {"min_confidence": 0.0, "min_judgments": 1, "flag_min_annotators": 1,
+            "keep_flagged": "flag_min_annotators" not in params}
+
+
+def _flagged_stats(rows: Sequence[JudgmentRow], comparisons: Sequence[ComparisonRow],
+                   params: Mapping[str, Any]) -> dict[str, Any]:
+    """The flagged items (item id, flags with their annotator counts) and what they hold back."""
+    flagged = snapshot_flagged(rows, min_annotators=params["flag_min_annotators"])
+    ids = {f.item_id for f in flagged}
+    return {
+        "min_annotators": params["flag_min_annotators"],
+        "kept": params["keep_flagged"],
+        "items": [{"item_id": f.item_id, "flags": f.flags, "annotators": f.annotators} for f in flagged],
+        "decided_pairs": sum(1 for c in comparisons if c.item_id in ids and c.outcome == "chosen"),
+    }
 
 
 def _write(dataset: Dataset, snap: _Snapshot) -> None:

@@ -10,8 +10,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from annotation.errors import ApplicationError
-from annotation.models import Campaign, Judgment, Role
-from annotation.selectors import AUDIT_PER_PAGE, ITEM_FILTERS, item_page_for_campaign
+from annotation.models import Campaign, Dataset, Judgment, Role
+from annotation.selectors import (
+    AUDIT_PER_PAGE,
+    ITEM_FILTERS,
+    campaign_consensus_settings,
+    item_page_for_campaign,
+)
 from annotation.services.audit import audit_list_for_campaign
 from annotation.services.campaigns import (
     COPY_ITEMS,
@@ -147,10 +152,18 @@ def _answer_text(judgment: Judgment, labels: dict[int, str]) -> str:
     return text
 
 
-def _consensus_text(order: list[int], tie: bool, labels: dict[int, str]) -> str:
-    if len(order) == 2:
-        return "Tie" if tie else f"{labels[order[0]]} preferred"
-    return " > ".join(labels[r] for r in order)
+_UNDECIDED = {
+    "too_few_judgments": "too few judgments agree",
+    "below_confidence": "confidence below the threshold",
+}
+
+
+def _consensus_text(c, labels: dict[int, str]) -> str:
+    if c.outcome == "undecided":
+        return f"Undecided ({_UNDECIDED.get(c.reason, c.reason)})"
+    if len(c.order) == 2:
+        return "Tie" if c.outcome == "tie" else f"{labels[c.order[0]]} preferred"
+    return " > ".join(labels[r] for r in c.order)
 
 
 @campaign_page(Role.MANAGER)
@@ -176,12 +189,15 @@ def campaign_items_page(request: HttpRequest, campaign: Campaign) -> HttpRespons
                 for j in row.judgments
             ],
             "consensus": None if c is None else {
-                "text": _consensus_text(c.order, c.tie, labels), "agreement": c.agreement, "judgments": c.judgments,
+                "text": _consensus_text(c, labels), "agreement": c.agreement, "judgments": c.judgments,
+                "outcome": c.outcome,
             },
         })
     page = listed.page
+    method, params = campaign_consensus_settings(campaign=campaign)
     return render(request, "annotation/campaign_items.html", {
         "campaign": campaign, "page": page, "rows": rows, "show": show,
+        "consensus_method": Dataset.Method(method).label, "consensus_params": params,
         "filters": [(k, label) for k, (label, _) in ITEM_FILTERS.items()],
     })
 

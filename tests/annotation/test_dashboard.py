@@ -603,3 +603,19 @@ def test_stale_figures_are_followed_by_current_ones_without_another_change(
         await comm.disconnect()
 
     run_async(run)
+
+
+def test_dashboard_consensus_counts_what_a_default_dataset_would_export(make_campaign, manager, annotator, annotator2):
+    """The dashboard decides by the dataset form's defaults: a 1–1 split is undecided or a tie, never decided."""
+    from annotation.core.snapshot import DEFAULT_METHOD
+    from annotation.dashboard import campaign_quality
+    from tests.annotation.support import judge_all, prefer
+
+    campaign = make_campaign(items=4, overlap=2, annotators=[annotator, annotator2])
+    ids = sorted(campaign.items.values_list("pk", flat=True))
+    judge_all(campaign, annotator, prefer("model-x"))
+    judge_all(campaign, annotator2, lambda i, m: prefer("model-y" if i == ids[0] else "model-x")(i, m))
+    c = campaign_quality(campaign=campaign, excluded=set())["consensus"]
+    assert (c["method"], c["min_judgments"], c["min_confidence"], c["pairs"], c["decided"]) == (
+        DEFAULT_METHOD, 2, 0.6, 4, 3)
+    assert c["ties"] + c["undecided"]["too_few_judgments"] + c["undecided"]["below_confidence"] == 1

@@ -317,3 +317,66 @@ def test_parquet_streams_row_group_by_row_group():
 async def _get_parquet(client, url):
     res = await client.get(url, {"format": "parquet"})
     return res, b"".join([chunk async for chunk in res.streaming_content])
+
+
+# --- held back: undecided pairs and flagged items -----------------------------------------------------
+
+
+@pytest.fixture
+def held(make_campaign, manager, annotator, annotator2, researcher) -> Dataset:
+    """6 items at overlap 2: 2 agreed (model-x), 2 split 1–1, 2 agreed but flagged unsafe by one annotator
+    (one of them also rewritten)."""
+    campaign = make_campaign(items=6, overlap=2, annotators=[annotator, annotator2], allow_editing=True)
+    membership_add(campaign=campaign, user=researcher, role=Role.RESEARCHER)
+    ids = sorted(campaign.items.values_list("pk", flat=True))
+    split, flagged = set(ids[2:4]), set(ids[4:])
+
+    def first(item_id, by_model):
+        answer = prefer("model-x", strength=2)(item_id, by_model)
+        if item_id in flagged:
+            answer["flags"] = ["unsafe"]
+            answer["edited_response"] = "A rewrite of an unsafe item."
+        return answer
+
+    judge_all(campaign, annotator, first)
+    judge_all(campaign, annotator2, lambda i, m: prefer("model-y" if i in split else "model-x")(i, m))
+    ds = build(campaign, manager, method="reliability_weighted")
+    ds.split_ids, ds.flagged_ids, ds.agreed_ids = split, flagged, set(ids[:2])
+    return ds
+
+
+def test_training_exports_skip_undecided_pairs_and_flagged_items(held, tmp_path):
+    """Preference, implicit and KTO rows come from the 2 agreed, unflagged items only; prompt-only and SFT
+    leave flagged items out; the comparisons export keeps every row, marked."""
+    kept = {Item.objects.get(pk=i).prompt.messages[0]["content"] for i in held.agreed_ids}
+    for kind in ("preference", "implicit"):
+        rows = list(exports.export_rows(held, kind))
+        assert len(rows) == 2, kind
+    assert {r["prompt"][0]["content"] for r in exports.export_rows(held, "preference")} == kept
+    assert {r["prompt"][0]["content"] for r in exports.export_rows(held, "kto")} == kept
+    assert len(list(exports.export_rows(held, "prompt"))) == 4  # the 2 agreed and the 2 split items
+    assert list(exports.export_rows(held, "sft")) == []
+    outcomes = {r["item_id"]: r["outcome"] for r in exports.export_rows(held, "comparisons")}
+    assert len(outcomes) == 6 and {outcomes[i] for i in held.split_ids} <= {"tie", "undecided"}
+    assert {outcomes[i] for i in held.flagged_ids} == {"chosen"}
+
+
+def test_keep_flagged_puts_flagged_items_back(held, manager):
+    ds = build(held.campaign, manager, method="reliability_weighted", keep_flagged=True)
+    assert len(list(exports.export_rows(ds, "preference"))) == 4 + 2  # 4 decided pairs + 2 rewrites
+    assert len(list(exports.export_rows(ds, "sft"))) == 2
+
+
+def test_card_counts_what_was_held_back_and_why(held):
+    """The card's held-back section names each reason with its count and threshold, and lists the flagged items."""
+    card = exports.dataset_card(held)
+    stats = held.stats
+    assert "## Held back from training" in card
+    held_back = stats["held_back"]
+    assert held_back["tie"] + held_back["too_few_judgments"] + held_back["below_confidence"] == 2
+    assert f"fewer than `min_judgments` = 2 agree with the winner | {held_back['too_few_judgments']} |" in card
+    assert f"under `min_confidence` = 0.6 | {held_back['below_confidence']} |" in card
+    assert "Flagged items (unsafe, private data or broken, by at least 1 annotator(s)): 2, left out of every " \
+           "training export with their 2 decided pair(s)" in card
+    for item_id in held.flagged_ids:
+        assert f"| {item_id} | unsafe (1) | 1 |" in card

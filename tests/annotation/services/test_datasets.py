@@ -67,7 +67,7 @@ def test_stats_and_leaderboard_are_filled_in(judged, manager):
     assert stats["agreement"]["krippendorff_alpha_nominal"] == 1.0
     assert stats["agreement"]["items_with_two_or_more"] == 5
     assert stats["position_bias"]["decisive"] == 10
-    assert stats["consensus"]["outcomes"] == {"chosen": 5, "tie": 0}
+    assert stats["consensus"]["outcomes"] == {"chosen": 5, "tie": 0, "undecided": 0}
     assert sum(b["count"] for b in stats["consensus"]["confidence"]["histogram"]) == 5
     pseudonyms = {a["annotator"] for a in stats["annotators"]}
     assert all(p.startswith("a_") for p in pseudonyms) and len(pseudonyms) == 2
@@ -275,6 +275,12 @@ def test_only_the_campaigns_managers_create(judged, researcher, make_user):
         ("dawid_skene", {"max_iter": "ten"}, "params.max_iter: must be an integer from 1 to 1000, not 'ten'"),
         ("majority", {"both_bad": "maybe"}, "params.both_bad: must be 'tie' (both bad counts as a tie) or 'drop'"),
         ("majority", [1, 2], "params: must be an object"),
+        ("majority", {"min_confidence": 1.5}, "params.min_confidence: must be a number from 0 to 1"),
+        ("majority", {"min_confidence": "high"}, "params.min_confidence: must be a number from 0 to 1"),
+        ("dawid_skene", {"min_judgments": 0}, "params.min_judgments: must be an integer from 1 to 100"),
+        ("majority", {"min_judgments": 2.5}, "params.min_judgments: must be an integer from 1 to 100"),
+        ("majority", {"flag_min_annotators": 0}, "params.flag_min_annotators: must be an integer from 1 to 100"),
+        ("majority", {"keep_flagged": "yes"}, "params.keep_flagged: must be true or false"),
     ],
 )
 def test_bad_parameters_name_the_field(method, params, message):
@@ -287,6 +293,7 @@ def test_parameters_are_stored_complete():
     assert dataset_params_clean(method="reliability_weighted", params={"seed": 3}) == {
         "both_bad": "tie", "bootstrap_rounds": 1000, "include_ties": True, "max_iter": 100, "prior_accuracy": 0.6,
         "prior_strength": 4.0, "rating_criterion": None, "rating_tie_tolerance": 0.0, "seed": 3, "use_gold": True,
+        "min_confidence": 0.6, "min_judgments": 2, "flag_min_annotators": 1, "keep_flagged": False,
     }
 
 
@@ -294,7 +301,8 @@ def test_ties_can_be_left_out(make_campaign, manager, annotator):
     campaign = make_campaign(items=2, annotators=[annotator])
     judge_all(campaign, annotator, lambda item_id, by_model: {"outcome": "tie"})
     kept = build(campaign, manager)
-    assert kept.comparison_count == 2 and kept.stats["consensus"]["outcomes"] == {"chosen": 0, "tie": 2}
+    assert kept.comparison_count == 2
+    assert kept.stats["consensus"]["outcomes"] == {"chosen": 0, "tie": 2, "undecided": 0}
     dropped = build(campaign, manager, include_ties=False)
     assert dropped.status == "failed" and "include_ties is off" in dropped.error
 
@@ -385,3 +393,110 @@ def test_researcher_cannot_post_the_create_form(judged, researcher, client):
     client.force_login(researcher)
     res = client.post(reverse("campaign_datasets", kwargs={"campaign_id": judged.pk}), {"method": "majority"})
     assert res.status_code == 403 and not Dataset.objects.exists()
+
+
+# --- no coin flips, flags -------------------------------------------------------------------------------
+
+
+def _split_campaign(make_campaign, annotator, annotator2, items=4):
+    """Overlap 2: annotator prefers model-x everywhere; annotator2 agrees on the first half of the items and
+    prefers model-y on the rest (1–1 splits)."""
+    campaign = make_campaign(items=items, overlap=2, annotators=[annotator, annotator2])
+    judge_all(campaign, annotator, prefer("model-x"))
+    ids = sorted(campaign.items.values_list("pk", flat=True))
+    split = set(ids[len(ids) // 2:])
+    judge_all(campaign, annotator2, lambda item_id, by_model: prefer(
+        "model-y" if item_id in split else "model-x")(item_id, by_model))
+    return campaign, split
+
+
+@pytest.mark.parametrize("method", ["majority", "dawid_skene", "reliability_weighted"])
+def test_a_one_one_split_is_never_exported_as_a_decided_pair(make_campaign, manager, annotator, annotator2, method):
+    """Every 1–1 split is a tie or an undecided row (margin 0) at the defaults, under every method; the
+    stats count it with its reason."""
+    campaign, split = _split_campaign(make_campaign, annotator, annotator2)
+    ds = build(campaign, manager, method=method)
+    assert ds.status == "ready", ds.error
+    rows = {c.item_id: c for c in DatasetComparison.objects.filter(dataset=ds)}
+    for item_id in split:
+        assert rows[item_id].outcome in ("tie", "undecided") and rows[item_id].margin == 0
+    assert {rows[i].outcome for i in rows if i not in split} == {"chosen"}
+    held = ds.stats["held_back"]
+    assert held["tie"] + held["too_few_judgments"] + held["below_confidence"] == len(split)
+    outcomes = ds.stats["consensus"]["outcomes"]
+    assert outcomes["chosen"] == 2 and outcomes["tie"] + outcomes["undecided"] == 2
+
+
+def test_thresholds_can_be_lowered_and_are_stored(make_campaign, manager, annotator, annotator2):
+    """Lowered thresholds are stored with the dataset; majority still has no winner in a 1–1 split."""
+    campaign, split = _split_campaign(make_campaign, annotator, annotator2)
+    ds = build(campaign, manager, method="majority", min_judgments=1, min_confidence=0.0)
+    assert ds.params["min_judgments"] == 1 and ds.params["min_confidence"] == 0.0
+    # Majority still calls a 1–1 split a tie: there is no winner to decide.
+    assert set(DatasetComparison.objects.filter(dataset=ds, item_id__in=split).values_list("outcome", flat=True)) == {
+        "tie"}
+
+
+def test_min_judgments_defaults_to_one_at_overlap_one(make_campaign, manager, annotator):
+    campaign = make_campaign(items=3, overlap=1, annotators=[annotator])
+    judge_all(campaign, annotator, prefer("model-x"))
+    ds = build(campaign, manager)
+    assert ds.params["min_judgments"] == 1
+    assert ds.stats["consensus"]["outcomes"]["chosen"] == 3
+
+
+def test_flagged_items_are_listed_in_the_stats(make_campaign, manager, annotator, annotator2):
+    """An item flagged by k annotators is listed with its flags and count; below k it is not."""
+    campaign = make_campaign(items=3, overlap=2, annotators=[annotator, annotator2])
+    ids = sorted(campaign.items.values_list("pk", flat=True))
+
+    def flagging(flags_by_item):
+        def decide(item_id, by_model):
+            answer = prefer("model-x")(item_id, by_model)
+            if item_id in flags_by_item:
+                answer["flags"] = flags_by_item[item_id]
+            return answer
+        return decide
+
+    judge_all(campaign, annotator, flagging({ids[0]: ["unsafe"], ids[1]: ["broken"]}))
+    judge_all(campaign, annotator2, flagging({ids[0]: ["private_data", "unsafe"], ids[2]: ["cant_judge"]}))
+    one = build(campaign, manager)
+    assert one.stats["flagged"] == {
+        "min_annotators": 1, "kept": False, "decided_pairs": 2,
+        "items": [{"item_id": ids[0], "flags": {"unsafe": 2, "private_data": 1}, "annotators": 2},
+                  {"item_id": ids[1], "flags": {"broken": 1}, "annotators": 1}],
+    }
+    two = build(campaign, manager, flag_min_annotators=2, keep_flagged=True)
+    assert [f["item_id"] for f in two.stats["flagged"]["items"]] == [ids[0]]
+    assert two.stats["flagged"]["kept"] is True
+
+
+def test_api_accepts_and_documents_the_thresholds(judged, manager, client_for, django_capture_on_commit_callbacks):
+    """The API takes min_confidence, min_judgments, flag_min_annotators and keep_flagged, names a bad one,
+    defaults the method to reliability weighting, and documents each parameter with its default."""
+    url = reverse("api:dataset_create", kwargs={"campaign_id": judged.pk})
+    bad = client_for(manager).post(url, {"params": {"min_confidence": 2}}, format="json")
+    assert bad.status_code == 400
+    assert bad.json()["message"] == ("params.min_confidence: must be a number from 0 to 1 (a pair whose consensus "
+                                     "confidence is lower is exported undecided), not 2")
+    with django_capture_on_commit_callbacks(execute=False):
+        res = client_for(manager).post(url, {"params": {"min_confidence": 0.9, "min_judgments": 2,
+                                                        "flag_min_annotators": 2, "keep_flagged": True}}, format="json")
+    assert res.status_code == 201, res.content
+    body = res.json()
+    assert body["method"] == "reliability_weighted"
+    assert {k: body["params"][k] for k in ("min_confidence", "min_judgments", "flag_min_annotators", "keep_flagged")} \
+        == {"min_confidence": 0.9, "min_judgments": 2, "flag_min_annotators": 2, "keep_flagged": True}
+    dataset_build(dataset_id=body["id"])
+    listing = client_for(manager).get(reverse("api:dataset_list", kwargs={"campaign_id": judged.pk})).json()
+    assert listing[0]["held_back"] == {"tie": 0, "too_few_judgments": 0, "below_confidence": 0}
+    assert listing[0]["flagged"]["items"] == [] and listing[0]["flagged"]["kept"] is True
+
+    import json as _json
+
+    schema = _json.loads(client_for(manager).get(reverse("api:schema"),
+                                                 HTTP_ACCEPT="application/vnd.oai.openapi+json").content)
+    text = _json.dumps(schema["components"]["schemas"]["DatasetCreateInput"])
+    for name in ("min_confidence", "min_judgments", "flag_min_annotators", "keep_flagged"):
+        assert f"`{name}`" in text, name
+    assert "default 0.6" in text and "+9.7 points" in text

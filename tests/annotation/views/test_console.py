@@ -6,10 +6,13 @@ import json
 import pytest
 from django.urls import reverse
 
-from annotation.models import Assignment, AuditEntry, Campaign, Judgment
+from annotation.core.snapshot import DEFAULT_METHOD
+from annotation.models import Assignment, AuditEntry, Campaign, DatasetComparison, Judgment
 from annotation.services.campaigns import campaign_create, campaign_update
+from annotation.services.datasets import dataset_build, dataset_create
 from annotation.services.people import membership_get, membership_set_excluded
 from annotation.services.serving import assignment_lease_next, judgment_submit
+from tests.annotation.support import judge_all, prefer
 
 pytestmark = pytest.mark.django_db
 
@@ -38,7 +41,7 @@ def test_items_page_shows_judgments_by_annotator_and_consensus(client, make_camp
     assert len(rows) == 3
     assert [j["judgment"].annotator.username for j in rows[0]["judgments"]] == ["ann", "ann2"]
     assert rows[0]["judgments"][0]["text"] == "Response 2 preferred (much better)"
-    assert rows[0]["consensus"] == {"text": "Response 2 preferred", "agreement": 1.0, "judgments": 2}
+    assert rows[0]["consensus"] == {"text": "Response 2 preferred", "agreement": 1.0, "judgments": 2, "outcome": "chosen"}
     assert "model-y" in text  # managers see which model wrote what
     assert "&lt;b&gt;bold&lt;/b&gt; claim" in text and "<b>bold</b>" not in text  # text, never live HTML
 
@@ -61,6 +64,48 @@ def test_items_page_filters_and_paginates(client, make_campaign, manager, annota
     assert [r["item"].pk for r in judged] == [a.item_id] and judged[0]["consensus"]["text"] == "Tie"
     assert len(client.get(url + "?show=open").context["page"].object_list) == 20
     assert client.get(url + "?show=open").context["page"].paginator.count == 24
+
+
+def _dataset_decisions(dataset) -> dict[int, tuple[str, int | None]]:
+    return {
+        c.item_id: (c.outcome, c.chosen_response_id if c.outcome == "chosen" else None)
+        for c in DatasetComparison.objects.filter(dataset=dataset)
+    }
+
+
+def test_items_page_api_and_dataset_agree_item_by_item(client, client_for, make_campaign, manager, annotator,
+                                                       annotator2):
+    """The items page and the items API decide each item as a dataset built with the form's defaults does:
+    same method, parameters and thresholds, a 1–1 split included (undecided or tie, never a preference)."""
+    campaign = make_campaign(items=12, overlap=2, annotators=[annotator, annotator2])
+    ids = sorted(campaign.items.values_list("pk", flat=True))
+    judge_all(campaign, annotator, prefer("model-x"))
+    # The second annotator disagrees on a third of the items: 1–1 splits on those.
+    judge_all(campaign, annotator2, lambda i, m: prefer("model-y" if ids.index(i) % 3 == 0 else "model-x")(i, m))
+    assert campaign.items.filter(judgment_count__lt=2).count() == 0
+    dataset = dataset_build(dataset_id=dataset_create(campaign=campaign, method=DEFAULT_METHOD, params=None,
+                                                      created_by=manager).pk)
+    assert dataset.status == "ready", dataset.error
+    expected = _dataset_decisions(dataset)
+    splits = {i for i in ids if ids.index(i) % 3 == 0}
+    assert {expected[i][0] for i in splits} <= {"undecided", "tie"} and len(splits) == 4
+    assert {expected[i][0] for i in set(ids) - splits} == {"chosen"}
+
+    client.force_login(manager)
+    rows = client.get(reverse("campaign_items", args=[campaign.pk])).context["rows"]
+    page = {}
+    for row in rows:
+        c = row["consensus"]
+        chosen = next(r["response"].pk for r in row["responses"] if c["text"] == f"{r['label']} preferred") \
+            if c["outcome"] == "chosen" else None
+        page[row["item"].pk] = (c["outcome"], chosen)
+    assert page == expected
+
+    body = client_for(manager).get(reverse("api:campaign_items", args=[campaign.pk])).json()
+    api = {r["id"]: (r["consensus"]["outcome"], r["consensus"]["order"][0] if r["consensus"]["outcome"] == "chosen"
+                     else None) for r in body["results"]}
+    assert api == expected
+    assert {r["consensus"]["method"] for r in body["results"]} == {DEFAULT_METHOD}
 
 
 def test_items_page_is_for_the_campaigns_managers(client, campaign, annotator, researcher):
@@ -190,3 +235,18 @@ def test_audit_page_and_api_show_who_did_what_when(client, client_for, manager, 
     other = make_user("other_manager", "manager")
     assert client_for(other).get(reverse("api:campaign_audit", args=[campaign.pk])).status_code == 404
     assert AuditEntry.objects.filter(campaign=campaign).count() == 2
+
+
+def test_items_consensus_follows_new_judgments_and_exclusions(client, make_campaign, manager, annotator, annotator2):
+    """The campaign's decisions are cached per judgment state: a new judgment or an exclusion shows at once."""
+    campaign = make_campaign(items=1, overlap=2, annotators=[annotator, annotator2])
+    judge_all(campaign, annotator, prefer("model-x"))
+    client.force_login(manager)
+    url = reverse("campaign_items", args=[campaign.pk])
+    first = client.get(url).context["rows"][0]["consensus"]
+    assert (first["outcome"], first["text"]) == ("undecided", "Undecided (too few judgments agree)")
+    judge_all(campaign, annotator2, prefer("model-x"))
+    assert client.get(url).context["rows"][0]["consensus"]["outcome"] == "chosen"
+    membership_set_excluded(membership=membership_get(campaign=campaign, user_id=annotator2.pk), actor=manager,
+                            excluded=True)
+    assert client.get(url).context["rows"][0]["consensus"]["outcome"] == "undecided"
