@@ -26,6 +26,14 @@ itself held. Runs, back to back on one machine:
 
 Then prints one markdown table: time, peak and baseline RSS, iterations, accuracy against the
 truth, and per-item agreement with crowd-kit.
+
+    python bench/snapshot.py --build 100000      # the whole dataset build, on PostgreSQL
+
+`--build N` measures the path a user waits on instead: it seeds N judgments (overlap 3) into a
+fresh PostgreSQL database (`arbiter_snapshot_bench`, or BENCH_SNAPSHOT_PG_DB; seeded as
+`bench/export.py` seeds) and, per method, in a fresh subprocess, creates a dataset and runs
+`annotation.services.datasets.dataset_build` (read the judgments, consensus, statistics,
+leaderboard, write the comparisons), recording its wall time and peak RSS.
 """
 
 from __future__ import annotations
@@ -158,6 +166,74 @@ def child(name: str, data_path: str, out_path: str) -> None:
     print(json.dumps(result))
 
 
+def build_child(method: str, campaign_id: str) -> None:
+    """Create a dataset of the seeded campaign by `method` and build it; print its measures."""
+    from bench.serve import _django_setup
+
+    _django_setup()
+    from django.db import transaction
+
+    from annotation.models import Campaign, Membership, Role
+    from annotation.services.datasets import dataset_build, dataset_create
+
+    campaign = Campaign.objects.get(pk=int(campaign_id))
+    manager = Membership.objects.filter(campaign=campaign, role=Role.MANAGER).select_related("user").first().user
+    with transaction.atomic():
+        dataset = dataset_create(campaign=campaign, method=method, created_by=manager)
+    baseline = _rss_mb()
+    t = time.perf_counter()
+    dataset = dataset_build(dataset_id=dataset.pk)
+    wall = time.perf_counter() - t
+    print("BENCH-JSON " + json.dumps({
+        "method": method, "status": dataset.status, "error": dataset.error, "wall_s": wall,
+        "comparisons": dataset.comparison_count, "judgments": dataset.judgment_count,
+        "baseline_mb": baseline, "peak_mb": _peak_mb(),
+    }))
+
+
+def build_main(n: int, annotators: int, json_path: str | None) -> None:
+    os.environ.setdefault("BENCH_EXPORT_PG_DB", os.environ.get("BENCH_SNAPSHOT_PG_DB", "arbiter_snapshot_bench"))
+    from bench import export
+    from bench.serve import migrate
+
+    machine = f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine}, PostgreSQL database {export.PG_DB_NAME}", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="arbiter-snapshot-build-") as tmp:
+        data_dir = str(Path(tmp) / "data")
+        os.makedirs(data_dir)
+        db_url = export.pg_recreate()
+        try:
+            migrate(db_url, data_dir)
+            t = time.perf_counter()
+            seed = export.django_call(db_url, data_dir, "seed", str(n), str(annotators))
+            print(f"seeded {n:,} judgments in {time.perf_counter() - t:.1f} s", flush=True)
+            env = dict(os.environ, DATABASE_URL=db_url, ARBITER_DATA_DIR=data_dir, ARBITER_LOG_LEVEL="WARNING")
+            for method in ("reliability_weighted", "dawid_skene"):
+                proc = subprocess.run([PYTHON, __file__, "--_build", method, str(seed["campaign_id"])], cwd=ROOT,
+                                      env=env, capture_output=True, text=True)
+                line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH-JSON ")), None)
+                if line is None:
+                    raise SystemExit(f"build {method} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+                row = json.loads(line[len("BENCH-JSON "):])
+                rows.append(row)
+                print(f"  {method}: {row['status']} in {row['wall_s']:.1f} s, {row['comparisons']:,} comparisons "
+                      f"from {row['judgments']:,} judgments, peak {row['peak_mb']:.0f} MB "
+                      f"(baseline {row['baseline_mb']:.0f} MB) {row['error'] or ''}", flush=True)
+        finally:
+            export.pg_drop()
+    print()
+    print(f"dataset_build, {n:,} judgments (overlap 3), PostgreSQL; {machine}")
+    print()
+    print("| method | status | build s | comparisons | peak RSS MB | baseline MB | peak - baseline MB |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['method']} | {r['status']} | {r['wall_s']:.1f} | {r['comparisons']:,} | {r['peak_mb']:.0f} | "
+              f"{r['baseline_mb']:.0f} | {r['peak_mb'] - r['baseline_mb']:.0f} |")
+    if json_path:
+        Path(json_path).write_text(json.dumps({"machine": machine, "judgments": n, "builds": rows}, indent=2))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--judgments", type=int, default=1_000_000)
@@ -166,7 +242,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of: " + ", ".join(RUNS))
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--build", type=int, default=0, metavar="N",
+                   help="measure dataset_build on N seeded judgments in PostgreSQL instead")
     args = p.parse_args()
+    if args.build:
+        build_main(args.build, args.annotators, args.json)
+        return
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     unknown = set(runs) - set(RUNS)
     if unknown:
@@ -219,5 +300,7 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--_run":
         child(*sys.argv[2:5])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--_build":
+        build_child(*sys.argv[2:4])
     else:
         main()

@@ -53,13 +53,14 @@ def _items(enc: EncodedJudgments, probas: np.ndarray, decided: np.ndarray) -> li
         decided == CLASS_TIE, np.maximum(probas[:, CLASS_TIE], probas.max(axis=1)), probas[np.arange(len(decided)), decided]
     ).tolist()
     outcomes = [CLASS_OUTCOMES[c] for c in decided.tolist()]
+    p_a, p_b, p_tie = probas.T.tolist()
     return [
         ItemConsensus(
             item_id=item_id, response_a_id=pair[0], response_b_id=pair[1], outcome=outcome,
             confidence=conf, probabilities=(pa, pb, pt), n_judgments=k,
         )
-        for item_id, pair, outcome, conf, (pa, pb, pt), k in zip(
-            enc.item_ids, enc.pairs, outcomes, confidence, probas.tolist(), n, strict=True
+        for item_id, pair, outcome, conf, pa, pb, pt, k in zip(
+            enc.item_ids, enc.pairs, outcomes, confidence, p_a, p_b, p_tie, n, strict=True
         )
     ]
 
