@@ -4,6 +4,8 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+# The data folder settings.py uses (ARBITER_DATA_DIR, default ./var).
+DATA_DIR := $(or $(ARBITER_DATA_DIR),var)
 FRONTEND_SRC := $(shell find frontend/src -type f 2>/dev/null) frontend/vite.config.ts frontend/tsconfig.json
 
 .PHONY: run test test-sqlite test-postgres install frontend lint clean
@@ -27,10 +29,13 @@ frontend/dist/.built: frontend/node_modules/.installed $(FRONTEND_SRC)
 frontend: frontend/dist/.built
 
 run: install frontend
+	@# This installation's secret key (DATA_DIR/secret_key, mode 0600), made once, unless
+	@# ARBITER_SECRET_KEY is set; without a key, Arbiter refuses to start (config/secret_key.py).
+	@test -n "$$ARBITER_SECRET_KEY" || $(PY) -m config.secret_key "$(DATA_DIR)"
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py seed_demo
 	@# Tiny local models under the default model root, so the demo can train a reward model and PPO.
-	test -f var/models/tiny-causal-lm/config.json || $(PY) manage.py build_tiny_models var/models
+	test -f $(DATA_DIR)/models/tiny-causal-lm/config.json || $(PY) manage.py build_tiny_models $(DATA_DIR)/models
 	$(PY) manage.py run_arbiter
 
 test: install frontend

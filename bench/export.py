@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.serve import PROMPT_TEXT, RESPONSE_TEXT, _django_setup, migrate  # noqa: E402
+from config.secret_key import key_file_create, key_file_path  # noqa: E402
 
 PYTHON = sys.executable
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -489,6 +490,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="arbiter-export-bench-"))
     data_dir = str(tmp / "data")
     os.makedirs(data_dir)
+    key_file_create(key_file_path(Path(data_dir)))  # a fresh installation's key file, as `make run` makes
     report: dict = {"judgments": n, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                     "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
                     "results": []}

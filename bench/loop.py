@@ -133,6 +133,9 @@ def judge_round(base: str, campaign_id: int, tokens: list[str], seed: int) -> di
 def setup_django(work: Path) -> None:
     os.environ["DATABASE_URL"] = f"sqlite:///{work / 'loop.sqlite3'}"
     os.environ["ARBITER_DATA_DIR"] = str(work / "var")
+    from config.secret_key import key_file_create, key_file_path
+
+    key_file_create(key_file_path(work / "var"))  # a fresh installation's key file, as `make run` makes
     os.environ["ARBITER_MODEL_ROOTS"] = str(work / "models")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # the server thread shares this process

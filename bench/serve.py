@@ -422,6 +422,10 @@ def pg_recreate() -> str:
 
 
 def migrate(db_url: str, data_dir: str) -> None:
+    from config.secret_key import key_file_create, key_file_path
+
+    # The bench's data folder is a fresh installation: it gets its own key file, as `make run` makes.
+    key_file_create(key_file_path(Path(data_dir)))
     env = dict(os.environ, DATABASE_URL=db_url, ARBITER_DATA_DIR=data_dir)
     subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
 

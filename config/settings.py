@@ -10,6 +10,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from config.secret_key import secret_key_resolve
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("ARBITER_DATA_DIR", BASE_DIR / "var"))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -28,12 +30,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 DEBUG = _bool("ARBITER_DEBUG", False)
-SECRET_KEY = os.environ.get("ARBITER_SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG and _bool("ARBITER_REQUIRE_SECRET_KEY", False):
-        raise RuntimeError("ARBITER_SECRET_KEY must be set in production.")
-    # Local and demo use only; production sets ARBITER_SECRET_KEY.
-    SECRET_KEY = "arbiter-insecure-local-key-change-me"  # noqa: S105
+# No built-in key: ARBITER_SECRET_KEY, else this installation's key file (DATA_DIR/secret_key,
+# made by `make run`); otherwise refuse to start, except in local debug (config/secret_key.py).
+SECRET_KEY = secret_key_resolve(env_key=os.environ.get("ARBITER_SECRET_KEY", ""), data_dir=DATA_DIR, debug=DEBUG)
+# Earlier keys, still accepted for sessions and signed links after a rotation (comma-separated).
+SECRET_KEY_FALLBACKS = [k.strip() for k in os.environ.get("ARBITER_SECRET_KEY_FALLBACKS", "").split(",") if k.strip()]
+# Annotator pseudonyms are keyed by a key derived from this one, or from SECRET_KEY when unset:
+# set it to the old key when rotating SECRET_KEY to keep pseudonyms (annotation/pseudonyms.py).
+ARBITER_PSEUDONYM_KEY = os.environ.get("ARBITER_PSEUDONYM_KEY", "").strip()
 
 ALLOWED_HOSTS = [
     h.strip() for h in os.environ.get("ARBITER_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h

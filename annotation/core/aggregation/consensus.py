@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.sparse import csr_matrix
 
 from .types import (
     CLASS_OUTCOMES,
@@ -25,11 +26,14 @@ from .types import (
 _EPS = 1e-10  # the same floor crowd-kit's DawidSkene puts under probabilities
 
 
-def _vote_counts(enc: EncodedJudgments, weights: np.ndarray | None = None) -> np.ndarray:
-    w = np.ones(len(enc.label)) if weights is None else weights[enc.annotator]
-    flat = np.bincount(
-        enc.item * N_CLASSES + enc.label, weights=w, minlength=enc.n_items * N_CLASSES
-    )
+def _vote_counts(
+    enc: EncodedJudgments, weights: np.ndarray | None = None, cell: np.ndarray | None = None
+) -> np.ndarray:
+    """Return (weighted) votes per item and class; `cell` is item * N_CLASSES + label, if at hand."""
+    w = None if weights is None else weights[enc.annotator]
+    if cell is None:
+        cell = enc.item * N_CLASSES + enc.label
+    flat = np.bincount(cell, weights=w, minlength=enc.n_items * N_CLASSES)
     return flat.reshape(enc.n_items, N_CLASSES)
 
 
@@ -43,23 +47,22 @@ def _decide(probas: np.ndarray) -> np.ndarray:
 
 
 def _items(enc: EncodedJudgments, probas: np.ndarray, decided: np.ndarray) -> list[ItemConsensus]:
-    n = np.bincount(enc.item, minlength=enc.n_items)
-    out = []
-    for i, item_id in enumerate(enc.item_ids):
-        p = probas[i]
-        out.append(
-            ItemConsensus(
-                item_id=item_id,
-                response_a_id=enc.pairs[i][0],
-                response_b_id=enc.pairs[i][1],
-                outcome=CLASS_OUTCOMES[decided[i]],
-                # A forced tie (A and B drawn at the top) reports the drawn share.
-                confidence=float(max(p[decided[i]], p.max() if decided[i] == CLASS_TIE else 0.0)),
-                probabilities=(float(p[0]), float(p[1]), float(p[2])),
-                n_judgments=int(n[i]),
-            )
+    n = np.bincount(enc.item, minlength=enc.n_items).tolist()
+    # A forced tie (A and B drawn at the top) reports the drawn share.
+    confidence = np.where(
+        decided == CLASS_TIE, np.maximum(probas[:, CLASS_TIE], probas.max(axis=1)), probas[np.arange(len(decided)), decided]
+    ).tolist()
+    outcomes = [CLASS_OUTCOMES[c] for c in decided.tolist()]
+    p_a, p_b, p_tie = probas.T.tolist()
+    return [
+        ItemConsensus(
+            item_id=item_id, response_a_id=pair[0], response_b_id=pair[1], outcome=outcome,
+            confidence=conf, probabilities=(pa, pb, pt), n_judgments=k,
         )
-    return out
+        for item_id, pair, outcome, conf, pa, pb, pt, k in zip(
+            enc.item_ids, enc.pairs, outcomes, confidence, p_a, p_b, p_tie, n, strict=True
+        )
+    ]
 
 
 def _as_encoded(
@@ -104,23 +107,34 @@ def majority_vote(
     )
 
 
-def _ds_m_step(enc: EncodedJudgments, probas: np.ndarray) -> np.ndarray:
-    """Return confusion matrices errors[annotator, answer, truth] = P(answer | truth)."""
-    n_a = enc.n_annotators
-    errors = np.zeros((n_a * N_CLASSES, N_CLASSES))
-    np.add.at(errors, enc.annotator * N_CLASSES + enc.label, probas[enc.item])
-    errors = errors.reshape(n_a, N_CLASSES, N_CLASSES)
+def _answer_matrix(enc: EncodedJudgments) -> csr_matrix:
+    """Return the sparse item x (annotator, answer) matrix: how often each annotator gave each answer on each item.
+
+    Dawid–Skene's steps are then products with it (one pass over the judgments in compiled
+    code, no per-judgment temporaries): votes per item of each annotator's log-likelihoods, and
+    per (annotator, answer) sums of item posteriors.
+    """
+    answer = enc.annotator * N_CLASSES + enc.label
+    return csr_matrix(
+        (np.ones(len(answer)), (enc.item, answer)), shape=(enc.n_items, enc.n_annotators * N_CLASSES)
+    )
+
+
+def _ds_m_step(answers: csr_matrix, answers_t: csr_matrix, probas: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """Return confusion matrices errors[annotator, answer, truth] = P(answer | truth).
+
+    `answers_t` is `answers` transposed; `given[annotator, label]` says which answers an
+    annotator ever gave.
+    """
+    errors = np.asarray(answers_t @ probas).reshape(-1, N_CLASSES, N_CLASSES)
     # Floor only the answers an annotator actually gave, as crowd-kit does; the others stay 0.
-    given = np.zeros((n_a, N_CLASSES), dtype=bool)
-    given[enc.annotator, enc.label] = True
     errors = np.where(given[:, :, None], np.maximum(errors, _EPS), 0.0)
     return errors / errors.sum(axis=1, keepdims=True)
 
 
-def _ds_e_step(enc: EncodedJudgments, priors: np.ndarray, errors: np.ndarray) -> np.ndarray:
-    log_e = np.log2(np.where(errors > 0, errors, 1.0))
-    ll = np.zeros((enc.n_items, N_CLASSES))
-    np.add.at(ll, enc.item, log_e[enc.annotator, enc.label])
+def _ds_e_step(answers: csr_matrix, priors: np.ndarray, errors: np.ndarray) -> np.ndarray:
+    log_e = np.log2(np.where(errors > 0, errors, 1.0)).reshape(-1, N_CLASSES)
+    ll = np.asarray(answers @ log_e)
     ll += np.log2(np.maximum(priors, _EPS))
     ll -= ll.max(axis=1, keepdims=True)
     p = np.exp2(ll)
@@ -128,14 +142,15 @@ def _ds_e_step(enc: EncodedJudgments, priors: np.ndarray, errors: np.ndarray) ->
 
 
 def _ds_elbo(
-    enc: EncodedJudgments, probas: np.ndarray, priors: np.ndarray, errors: np.ndarray
+    answers: csr_matrix, per_item: np.ndarray, probas: np.ndarray, priors: np.ndarray, errors: np.ndarray
 ) -> float:
-    # crowd-kit's evidence lower bound, prior counted once per judgment, per judgment.
-    log_e = np.log(np.where(errors > 0, errors, 1.0))[enc.annotator, enc.label]
-    joint = (probas[enc.item] * (log_e + np.log(np.maximum(priors, _EPS)))).sum()
+    # crowd-kit's evidence lower bound, prior counted once per judgment, per judgment; summed per
+    # item (`per_item` judgments each) rather than per judgment, which is the same sum.
+    log_e = np.log(np.where(errors > 0, errors, 1.0)).reshape(-1, N_CLASSES)
+    joint = (probas * (np.asarray(answers @ log_e) + per_item[:, None] * np.log(np.maximum(priors, _EPS)))).sum()
     p = np.maximum(probas, _EPS)
     entropy = -(np.log(p) * p).sum()
-    return float(joint + entropy) / len(enc.label)
+    return float(joint + entropy) / per_item.sum()
 
 
 def dawid_skene(
@@ -165,17 +180,21 @@ def dawid_skene(
             p[gold_rows, enc.gold[gold_rows]] = 1.0
         return p
 
+    answers = _answer_matrix(enc)
+    answers_t = answers.T.tocsr()
+    given = (np.diff(answers_t.indptr) > 0).reshape(-1, N_CLASSES)
+    per_item = np.asarray(answers.sum(axis=1)).ravel()  # judgments per item
     counts = _vote_counts(enc)
     probas = clamp(counts / counts.sum(axis=1, keepdims=True))
     priors = probas.mean(axis=0)
-    errors = _ds_m_step(enc, probas)
+    errors = _ds_m_step(answers, answers_t, probas, given)
     loss = -np.inf
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - reported after the loop
-        probas = clamp(_ds_e_step(enc, priors, errors))
+        probas = clamp(_ds_e_step(answers, priors, errors))
         priors = probas.mean(axis=0)
-        errors = _ds_m_step(enc, probas)
-        new_loss = _ds_elbo(enc, probas, priors, errors)
+        errors = _ds_m_step(answers, answers_t, probas, given)
+        new_loss = _ds_elbo(answers, per_item, probas, priors, errors)
         if new_loss - loss < tol:
             break
         loss = new_loss
@@ -245,15 +264,16 @@ def reliability_weighted(
     agree = np.zeros(enc.n_annotators)
     weights = np.zeros(enc.n_annotators)
     log_prior = np.zeros(N_CLASSES)
+    cell = enc.item * N_CLASSES + enc.label  # each judgment's (item, class) in a flat item x class array
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - reported after the loop
         p = (gold_correct + agree + a0) / (gold_total + (n_open if iterations > 1 else 0) + a0 + b0)
         new_weights = _log_odds(p)
-        scores = _vote_counts(enc, new_weights) + log_prior
+        scores = _vote_counts(enc, new_weights, cell) + log_prior
         # E-step of the one-coin model: the posterior of each item given every vote.
         post = np.exp(scores - scores.max(axis=1, keepdims=True))
         post /= post.sum(axis=1, keepdims=True)
-        hit = post[enc.item, enc.label] * open_rows
+        hit = post.ravel()[cell] * open_rows
         # Class priors matter where the votes say little (an item seen only by spammers).
         log_prior = np.log(np.maximum(post.mean(axis=0), _EPS))
         agree = np.bincount(enc.annotator, weights=hit, minlength=enc.n_annotators)
@@ -261,7 +281,7 @@ def reliability_weighted(
         weights = new_weights
         if done:
             break
-    scores = _vote_counts(enc, weights) + log_prior
+    scores = _vote_counts(enc, weights, cell) + log_prior
     probas = np.exp(scores - scores.max(axis=1, keepdims=True))
     probas /= probas.sum(axis=1, keepdims=True)
     if use_gold:
