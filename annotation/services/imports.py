@@ -12,7 +12,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -22,7 +22,14 @@ from django.db import transaction
 from django.db.models import F
 
 from annotation import events
-from annotation.core.importing import FORMATS, ImportReport, ItemRecord, parse_jsonl
+from annotation.core.importing import (
+    FORMATS,
+    Hygiene,
+    ImportReport,
+    duplicate_message,
+    flag_near_duplicate_prompts,
+    parse_jsonl,
+)
 from annotation.errors import ApplicationError, ConflictError, field_error
 from annotation.models import GOLD_TARGET, Campaign, Item, ItemResponse, Prompt, Response
 from annotation.services.audit import audit_record
@@ -41,30 +48,88 @@ class ImportResult:
     prompts: int
     responses: int
     formats: dict[str, int]
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    skipped_count: int = 0
+    warnings: list[tuple[int, str]] = field(default_factory=list)
+    warning_count: int = 0
 
 
 class ImportRejected(ApplicationError):
     """The file had bad lines; nothing was written. `extra["errors"]` lists them."""
 
 
-def items_parse(*, campaign: Campaign, lines: Iterable[bytes | str], format: str = "auto") -> ImportReport:
-    """Validate every line against the campaign's kind and the ids already stored."""
+def import_hygiene(*, skip_duplicates: bool = False) -> Hygiene:
+    """Return the import checks as configured (ARBITER_IMPORT_MAX_MESSAGE_BYTES, ..._REPLY_BYTES)."""
+    return Hygiene(
+        max_message_bytes=settings.ARBITER_IMPORT_MAX_MESSAGE_BYTES,
+        max_reply_bytes=settings.ARBITER_IMPORT_MAX_REPLY_BYTES,
+        skip_duplicates=skip_duplicates,
+    )
+
+
+def items_parse(
+    *, campaign: Campaign, lines: Iterable[bytes | str], format: str = "auto", skip_duplicates: bool = False
+) -> ImportReport:
+    """Validate every line against the campaign's kind and what is already stored in it.
+
+    Ids and exact duplicates (by `Item.content_hash`, one indexed query per 900 lines) already
+    in the campaign are bad lines, or, for duplicates with `skip_duplicates`, skipped; prompts
+    that nearly repeat one in the file or in the campaign are warnings.
+    """
     if format not in FORMATS:
         raise ApplicationError(f"format: must be one of {', '.join(FORMATS)}", extra={"fields": {"format": [format]}})
-    report = parse_jsonl(lines, format=format, responses_per_item=RESPONSES_PER_ITEM[Campaign.Kind(campaign.kind)])
+    report = parse_jsonl(
+        lines,
+        format=format,
+        responses_per_item=RESPONSES_PER_ITEM[Campaign.Kind(campaign.kind)],
+        hygiene=import_hygiene(skip_duplicates=skip_duplicates),
+    )
     ids = [r.external_id for r in report.records if r.external_id]
-    if ids:
-        taken = set()
-        for start in range(0, len(ids), 900):
-            taken.update(
-                Prompt.objects.filter(campaign=campaign, external_id__in=ids[start : start + 900]).values_list(
-                    "external_id", flat=True
+    taken: set[str] = set()
+    for start in range(0, len(ids), 900):
+        taken.update(
+            Prompt.objects.filter(campaign=campaign, external_id__in=ids[start : start + 900]).values_list(
+                "external_id", flat=True
+            )
+        )
+    hashes = [r.content_hash for r in report.records]
+    stored: set[str] = set()
+    if campaign.item_count or Item.objects.filter(campaign=campaign).exists():
+        for start in range(0, len(hashes), 900):
+            stored.update(
+                Item.objects.filter(campaign=campaign, content_hash__in=hashes[start : start + 900]).values_list(
+                    "content_hash", flat=True
                 )
             )
-        for r in report.records:
-            if r.external_id in taken:
-                report.add_error(r.line, f"id {r.external_id!r} is already in this campaign")
+    skip: set[int] = set()
+    for r in report.records:
+        if r.external_id in taken:
+            report.add_error(r.line, f"id {r.external_id!r} is already in this campaign")
+        if r.content_hash in stored:
+            if skip_duplicates:
+                report.add_skipped(r.line, "duplicate of an item already in this campaign")
+                skip.add(r.line)
+            else:
+                report.add_error(r.line, duplicate_message("an item already in this campaign"))
+    if skip:
+        report.drop_records(skip)
+        if not report.records and not report.error_count:
+            report.add_error(0, "every item in the file is already in this campaign; nothing to import")
+    report.errors.sort(key=lambda e: e[0])
+    report.skipped.sort(key=lambda e: e[0])
+    if report.error_count:
+        return report
+    flag_near_duplicate_prompts(report, existing=_stored_prompts(campaign))
     return report
+
+
+def _stored_prompts(campaign: Campaign) -> Iterable[tuple[str, list[dict[str, str]]]]:
+    for pk, external_id, messages in (
+        Prompt.objects.filter(campaign=campaign).order_by("pk").values_list("pk", "external_id", "messages").iterator(
+            chunk_size=2000
+        )
+    ):
+        yield (f"prompt {external_id!r}" if external_id else f"prompt #{pk}"), messages
 
 
 def report_error(report: ImportReport) -> ImportRejected:
@@ -86,19 +151,22 @@ def items_import(
     format: str = "auto",
     actor: AbstractBaseUser | None = None,
     source: str = "",
+    skip_duplicates: bool = False,
 ) -> ImportResult:
     """Import JSONL lines as items, all or nothing: any bad line and nothing is written.
 
     Works on a draft, active or paused campaign: items added to a running campaign are served
-    at once. `source` (a file name) goes into the audit entry.
+    at once. `source` (a file name) goes into the audit entry. With `skip_duplicates`, lines
+    that repeat an earlier line or a stored item are left out, and counted and listed in the
+    result (and the audit entry) instead of refusing the file.
     """
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
     if campaign.status == Campaign.Status.CLOSED:
         raise ConflictError("This campaign is closed; open a new campaign for more data.")
-    report = items_parse(campaign=campaign, lines=lines, format=format)
+    report = items_parse(campaign=campaign, lines=lines, format=format, skip_duplicates=skip_duplicates)
     if not report.ok:
         raise report_error(report)
-    result = _insert(campaign, report.records, dict(report.formats))
+    result = _insert(campaign, report)
     regular = sum(1 for r in report.records if r.gold is None)
     Campaign.objects.filter(pk=campaign.pk).update(
         item_count=F("item_count") + regular, wanted_judgments=F("wanted_judgments") + regular * campaign.overlap
@@ -106,7 +174,8 @@ def items_import(
     audit_record(
         actor=actor, campaign=campaign, action="import.commit", target=f"campaign:{campaign.pk}",
         after={"items": result.items, "gold": result.items - regular, "responses": result.responses,
-               "formats": result.formats, **({"source": source} if source else {})},
+               "formats": result.formats, "skipped_duplicates": result.skipped_count,
+               "near_duplicate_warnings": result.warning_count, **({"source": source} if source else {})},
     )
     events.campaign_changed(campaign_id=campaign.pk)
     return result
@@ -126,6 +195,7 @@ class StagedImport:
     filename: str
     format: str
     report: ImportReport
+    skip_duplicates: bool = False
 
     @property
     def ok(self) -> bool:
@@ -156,7 +226,9 @@ def _sweep_stale(directory: Path) -> None:
             pass
 
 
-def import_stage(*, campaign: Campaign, upload: IO[bytes], filename: str = "", format: str = "auto") -> StagedImport:
+def import_stage(
+    *, campaign: Campaign, upload: IO[bytes], filename: str = "", format: str = "auto", skip_duplicates: bool = False
+) -> StagedImport:
     """Validate an uploaded file against the campaign and keep it for `import_commit`; store no item.
 
     Returns the report either way. A clean file is kept for a day under a random token; a file
@@ -176,12 +248,13 @@ def import_stage(*, campaign: Campaign, upload: IO[bytes], filename: str = "", f
         while chunk := upload.read(1024 * 1024):
             out.write(chunk)
     with data_path.open("rb") as fh:
-        report = items_parse(campaign=campaign, lines=fh, format=format)
+        report = items_parse(campaign=campaign, lines=fh, format=format, skip_duplicates=skip_duplicates)
     if not report.ok:
         data_path.unlink(missing_ok=True)
-        return StagedImport(token="", filename=filename, format=format, report=report)
-    meta_path.write_text(json.dumps({"format": format, "filename": filename, "items": len(report.records)}))
-    return StagedImport(token=token, filename=filename, format=format, report=report)
+        return StagedImport(token="", filename=filename, format=format, report=report, skip_duplicates=skip_duplicates)
+    meta_path.write_text(json.dumps({"format": format, "filename": filename, "items": len(report.records),
+                                     "skip_duplicates": skip_duplicates}))
+    return StagedImport(token=token, filename=filename, format=format, report=report, skip_duplicates=skip_duplicates)
 
 
 def import_commit(*, campaign: Campaign, token: str, actor: AbstractBaseUser | None) -> ImportResult:
@@ -196,13 +269,14 @@ def import_commit(*, campaign: Campaign, token: str, actor: AbstractBaseUser | N
     meta = json.loads(meta_path.read_text())
     with data_path.open("rb") as fh:
         result = items_import(campaign=campaign, lines=fh, format=meta["format"], actor=actor,
-                              source=meta.get("filename", ""))
+                              source=meta.get("filename", ""), skip_duplicates=meta.get("skip_duplicates", False))
     data_path.unlink(missing_ok=True)
     meta_path.unlink(missing_ok=True)
     return result
 
 
-def _insert(campaign: Campaign, records: list[ItemRecord], formats: dict[str, int]) -> ImportResult:
+def _insert(campaign: Campaign, report: ImportReport) -> ImportResult:
+    records = report.records
     rng = random.Random()
     n_responses = 0
     for start in range(0, len(records), _BATCH):
@@ -231,6 +305,7 @@ def _insert(campaign: Campaign, records: list[ItemRecord], formats: dict[str, in
                     is_gold=r.gold is not None,
                     target=GOLD_TARGET if r.gold else campaign.overlap,
                     random_key=rng.random(),
+                    content_hash=r.content_hash,
                 )
                 for p, r in zip(prompts, chunk, strict=True)
             ]
@@ -247,4 +322,8 @@ def _insert(campaign: Campaign, records: list[ItemRecord], formats: dict[str, in
                 item.gold = {"outcome": "preferred", "preferred_response_id": item_responses[r.gold["preferred"]].pk}
                 item.save(update_fields=["gold"])
         ItemResponse.objects.bulk_create(links)
-    return ImportResult(items=len(records), prompts=len(records), responses=n_responses, formats=formats)
+    return ImportResult(
+        items=len(records), prompts=len(records), responses=n_responses, formats=dict(report.formats),
+        skipped=report.skipped, skipped_count=report.skipped_count,
+        warnings=report.warnings, warning_count=report.warning_count,
+    )
