@@ -97,12 +97,12 @@ def content_hash(messages: Sequence[dict[str, str]], replies: Sequence[str]) -> 
     """Return the hex SHA-256 naming an item's content: its conversation and its replies.
 
     Texts are `normalize`d; roles count; the replies are a set in sorted order (the same two
-    replies in the other order are the same comparison).
+    replies in the other order are the same comparison). NUL never occurs in stored text (the
+    importer refuses it), so it separates the parts: "role:text" per message, then an empty
+    part, then the replies.
     """
-    canonical = json.dumps(
-        [[[m["role"], normalize(m["content"])] for m in messages], sorted(normalize(r) for r in replies)],
-        ensure_ascii=False,
-        separators=(",", ":"),
+    canonical = "\x00".join(
+        [*(f"{m['role']}:{normalize(m['content'])}" for m in messages), "", *sorted(normalize(r) for r in replies)]
     )
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -112,15 +112,18 @@ def _prompt_key(messages: Sequence[dict[str, str]]) -> str:
     return " ".join(normalize(" ".join(m["content"] for m in messages)).lower().split())
 
 
-def _shingles(key: str) -> set[bytes]:
-    """Return the word 5-shingles of a `_prompt_key` (a shorter text is one shingle)."""
-    words = key.split(" ")
+def _shingles(key: str) -> set[int]:
+    """Return the word 5-shingles of a `_prompt_key`, each as a 32-bit hash (a shorter text is one shingle).
+
+    Each word is hashed once (CRC-32) and each run of five word hashes is hashed as a tuple of
+    ints (deterministic in Python, unlike a str hash), all in C; MinHash then takes the ints
+    as they are (`hashfunc=int`).
+    """
+    words = list(map(zlib.crc32, key.encode("utf-8", "surrogatepass").split(b" ")))
     if len(words) <= SHINGLE_WORDS:
-        return {key.encode("utf-8", "surrogatepass")}
-    return {
-        " ".join(words[i : i + SHINGLE_WORDS]).encode("utf-8", "surrogatepass")
-        for i in range(len(words) - SHINGLE_WORDS + 1)
-    }
+        return {hash(tuple(words)) & 0xFFFFFFFF}
+    # The windows are of unequal length on purpose: zip stops at the last full shingle.
+    return {hash(t) & 0xFFFFFFFF for t in zip(*(words[i:] for i in range(SHINGLE_WORDS)), strict=False)}
 
 
 class LineError(ValueError):
@@ -331,9 +334,7 @@ def flag_near_duplicate_prompts(
         text_lines.append(r.line)
     if texts:
         lsh = MinHashLSH(threshold=NEAR_DUPLICATE_THRESHOLD, num_perm=MINHASH_PERMUTATIONS)
-        minhashes = MinHash.bulk(
-            (_shingles(t) for t in texts), num_perm=MINHASH_PERMUTATIONS, hashfunc=zlib.crc32
-        )
+        minhashes = MinHash.bulk((_shingles(t) for t in texts), num_perm=MINHASH_PERMUTATIONS, hashfunc=int)
         for i, m in enumerate(minhashes):
             if i >= new_from:
                 matches = lsh.query(m)

@@ -172,3 +172,32 @@ def test_size_caps_come_from_settings(make_campaign, settings):
         {"line": 1, "message": "chosen: 11 bytes, more than the 10 byte limit per reply"}
     ]
     assert not Item.objects.filter(campaign=campaign).exists()
+
+
+def test_the_migration_fills_the_hash_of_items_stored_before_it(make_campaign):
+    """Items from before the hash existed get it from their prompt and replies, so they are found as duplicates."""
+    import importlib
+
+    from django.apps import apps
+
+    fill = importlib.import_module("annotation.migrations.0008_item_content_hash").fill_content_hashes
+    campaign = make_campaign(items=3, active=False)
+    expected = dict(Item.objects.filter(campaign=campaign).values_list("pk", "content_hash"))
+    Item.objects.filter(campaign=campaign).update(content_hash="")
+    fill(apps, None)
+    assert dict(Item.objects.filter(campaign=campaign).values_list("pk", "content_hash")) == expected
+    with pytest.raises(ImportRejected, match="1 bad line"):
+        items_import(campaign=campaign, lines=jsonl([{**pair_rows(3)[2], "id": "again"}]))
+
+
+def test_ids_of_deleted_rows_are_not_reused_and_links_point_at_their_own_rows(make_campaign):
+    """Rows written in bulk take fresh ids (never a deleted row's) and each item links its own replies."""
+    campaign = make_campaign(items=2, active=False)
+    last = Item.objects.filter(campaign=campaign).order_by("-pk").first()
+    gone = (last.pk, last.prompt_id)
+    last.prompt.delete()
+    items_import(campaign=campaign, lines=jsonl(pair_rows(2, prefix="fresh")))
+    fresh = Item.objects.filter(campaign=campaign, prompt__external_id__startswith="fresh")
+    assert all(i.pk > gone[0] and i.prompt_id > gone[1] for i in fresh)
+    for item in fresh:
+        assert [ir.response.prompt_id for ir in item.item_responses.select_related("response")] == [item.prompt_id] * 2
