@@ -31,6 +31,7 @@ Hygiene, checked on every line before anything is stored (`Hygiene` holds the kn
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import unicodedata
@@ -40,6 +41,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 FORMATS = ("auto", "arbiter", "trl", "hh")
@@ -50,13 +52,15 @@ MAX_JSON_DEPTH = 64
 DEFAULT_MAX_MESSAGE_BYTES = 100_000
 DEFAULT_MAX_REPLY_BYTES = 100_000
 # Near-duplicate prompts: Jaccard similarity >= 0.9 between the sets of word 5-shingles of the
-# normalized, lower-cased prompt texts, estimated by MinHash with 64 permutations and found
-# with MinHashLSH (datasketch). A text shorter than 5 words is one shingle.
+# normalized, lower-cased prompt texts: candidates found by MinHash (64 permutations) and
+# MinHashLSH (datasketch), each candidate's Jaccard then computed exactly. A text shorter than 5
+# words is one shingle.
 NEAR_DUPLICATE_THRESHOLD = 0.9
 SHINGLE_WORDS = 5
 MINHASH_PERMUTATIONS = 64
 NEAR_DUPLICATE_RULE = (
-    f"Jaccard >= {NEAR_DUPLICATE_THRESHOLD} on word {SHINGLE_WORDS}-shingles (MinHash, {MINHASH_PERMUTATIONS} permutations)"
+    f"Jaccard >= {NEAR_DUPLICATE_THRESHOLD} on word {SHINGLE_WORDS}-shingles, "
+    f"found with MinHash LSH ({MINHASH_PERMUTATIONS} permutations)"
 )
 NORMALIZATION = "after Unicode NFC normalization and trimming outer whitespace"
 _HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
@@ -112,18 +116,41 @@ def _prompt_key(messages: Sequence[dict[str, str]]) -> str:
     return " ".join(normalize(" ".join(m["content"] for m in messages)).lower().split())
 
 
-def _shingles(key: str) -> set[int]:
-    """Return the word 5-shingles of a `_prompt_key`, each as a 32-bit hash (a shorter text is one shingle).
+# Odd 64-bit multipliers that mix the five word hashes of a shingle into one value.
+_SHINGLE_MIX = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD][:SHINGLE_WORDS],
+    dtype=np.uint64,
+)
 
-    Each word is hashed once (CRC-32) and each run of five word hashes is hashed as a tuple of
-    ints (deterministic in Python, unlike a str hash), all in C; MinHash then takes the ints
-    as they are (`hashfunc=int`).
+
+def _shingle_hashes(keys: Sequence[str]) -> list[list[int]]:
+    """Return, per `_prompt_key`, the 32-bit hashes of its word 5-shingles (a shorter text is one shingle).
+
+    Each word is hashed once (CRC-32); each run of five word hashes is mixed into one value by
+    multiplying by fixed odd constants and adding (mod 2**64), for every text at once with
+    numpy. MinHash then takes these ints as they are (`hashfunc=int`) and applies its own
+    random permutations.
     """
-    words = list(map(zlib.crc32, key.encode("utf-8", "surrogatepass").split(b" ")))
-    if len(words) <= SHINGLE_WORDS:
-        return {hash(tuple(words)) & 0xFFFFFFFF}
-    # The windows are of unequal length on purpose: zip stops at the last full shingle.
-    return {hash(t) & 0xFFFFFFFF for t in zip(*(words[i:] for i in range(SHINGLE_WORDS)), strict=False)}
+    words = [list(map(zlib.crc32, k.encode("utf-8", "surrogatepass").split(b" "))) for k in keys]
+    flat = np.fromiter(itertools.chain.from_iterable(words), dtype=np.uint64, count=sum(map(len, words)))
+    k = SHINGLE_WORDS
+    padded = np.concatenate([flat, np.zeros(k, dtype=np.uint64)])
+    mixed = np.zeros(len(flat), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(k):
+            mixed += padded[j : j + len(flat)] * _SHINGLE_MIX[j]
+    mixed &= np.uint64(0xFFFFFFFF)
+    out: list[list[int]] = []
+    start = 0
+    for w in words:
+        n = len(w)
+        if n <= k:  # one shingle: the words there are, mixed alone
+            with np.errstate(over="ignore"):
+                out.append([int((flat[start : start + n] * _SHINGLE_MIX[:n]).sum() & np.uint64(0xFFFFFFFF))])
+        else:
+            out.append(mixed[start : start + n - k + 1].tolist())
+        start += n
+    return out
 
 
 class LineError(ValueError):
@@ -333,13 +360,21 @@ def flag_near_duplicate_prompts(
         owners.append(first[key])
         text_lines.append(r.line)
     if texts:
-        lsh = MinHashLSH(threshold=NEAR_DUPLICATE_THRESHOLD, num_perm=MINHASH_PERMUTATIONS)
-        minhashes = MinHash.bulk((_shingles(t) for t in texts), num_perm=MINHASH_PERMUTATIONS, hashfunc=int)
+        # LSH bands tuned to miss few true pairs (weights: false positives 0.1, false negatives
+        # 0.9); each candidate's Jaccard is then computed exactly from the shingles, so no pair
+        # under the threshold is flagged.
+        lsh = MinHashLSH(threshold=NEAR_DUPLICATE_THRESHOLD, num_perm=MINHASH_PERMUTATIONS, weights=(0.1, 0.9))
+        shingles = _shingle_hashes(texts)
+        minhashes = MinHash.bulk(shingles, num_perm=MINHASH_PERMUTATIONS, hashfunc=int)
         for i, m in enumerate(minhashes):
             if i >= new_from:
-                matches = lsh.query(m)
-                if matches:
-                    found[text_lines[i - new_from]] = owners[min(matches)]
+                mine = set(shingles[i])
+                close = [
+                    j for j in sorted(lsh.query(m))
+                    if len(mine & (other := set(shingles[j]))) >= NEAR_DUPLICATE_THRESHOLD * len(mine | other)
+                ]
+                if close:
+                    found[text_lines[i - new_from]] = owners[close[0]]
             lsh.insert(i, m, check_duplication=False)
     for line in sorted(found):
         report.add_warning(

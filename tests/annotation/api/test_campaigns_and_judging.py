@@ -157,7 +157,7 @@ def test_import_endpoint_all_or_nothing(client_for, make_campaign, manager, anno
     assert res.status_code == 201 and res.json() == {
         "items": 2, "responses": 4, "formats": {"arbiter": 2}, "skipped_count": 0, "skipped": [],
         "warning_count": 0, "warnings": [],
-        "near_duplicate_rule": "Jaccard >= 0.9 on word 5-shingles (MinHash, 64 permutations)",
+        "near_duplicate_rule": "Jaccard >= 0.9 on word 5-shingles, found with MinHash LSH (64 permutations)",
     }
     # annotators cannot import, even into their own campaign
     res = client_for(annotator).post(url, {"file": io.BytesIO(good.encode())}, format="multipart")
@@ -208,7 +208,7 @@ def test_import_check_api_reports_skips_and_near_duplicates(client_for, make_cam
     assert res.status_code == 200 and body["ok"] and body["items"] == 1
     assert body["skipped"] == [{"line": 2, "message": "duplicate of an item already in this campaign"}]
     assert body["warnings"] == [{"line": 1, "message": "prompt is a near-duplicate of prompt 'p0' already in this "
-                                 "campaign (Jaccard >= 0.9 on word 5-shingles (MinHash, 64 permutations))"}]
+                                 "campaign (Jaccard >= 0.9 on word 5-shingles, found with MinHash LSH (64 permutations))"}]
     assert body["message"] == "1 item(s) ready (1 trl). 1 duplicate line(s) skipped. 1 near-duplicate prompt(s) flagged."
     assert Prompt.objects.filter(campaign=campaign).count() == 1
 

@@ -300,7 +300,7 @@ def test_near_duplicate_prompts_are_warnings_with_the_rule_named():
     report = parse_jsonl(lines(*rows))
     flag_near_duplicate_prompts(report, existing=[("prompt 'old'", [{"role": "user", "content": "Hello there"}])])
     assert report.ok and len(report.records) == 4
-    rule = "Jaccard >= 0.9 on word 5-shingles (MinHash, 64 permutations)"
+    rule = "Jaccard >= 0.9 on word 5-shingles, found with MinHash LSH (64 permutations)"
     assert report.near_duplicate_rule == rule
     assert report.warnings == [
         (3, f"prompt is a near-duplicate of the prompt of line 1 ({rule})"),
@@ -310,3 +310,20 @@ def test_near_duplicate_prompts_are_warnings_with_the_rule_named():
     flag_near_duplicate_prompts(fresh, existing=[("prompt 'old'", [{"role": "user", "content": "Hello there"}])])
     assert fresh.warnings == [(1, f"prompt is a near-duplicate of prompt 'old' already in this campaign ({rule})")]
     assert fresh.ok
+
+
+def test_near_duplicates_are_flagged_at_the_threshold_and_not_below():
+    """J = 116/118 (one word changed at the end of 121) is flagged; J = 86/106 (two words changed) is not."""
+    base = [f"w{i}" for i in range(100)]
+    two_changed = base.copy()
+    two_changed[20], two_changed[70] = "changed", "also"
+    long = " ".join(f"word{i}" for i in range(120))
+    report = parse_jsonl(lines(
+        {"prompt": " ".join(base), "chosen": "a", "rejected": "b"},
+        {"prompt": " ".join(two_changed), "chosen": "a", "rejected": "b"},
+        {"prompt": long + " first", "chosen": "a", "rejected": "b"},
+        {"prompt": long + " second", "chosen": "a", "rejected": "b"},
+    ))
+    flag_near_duplicate_prompts(report)
+    assert [line for line, _ in report.warnings] == [4]
+    assert report.warnings[0][1].startswith("prompt is a near-duplicate of the prompt of line 3 (Jaccard >= 0.9")

@@ -160,7 +160,7 @@ def test_near_duplicate_of_a_stored_prompt_is_a_warning_and_imports(make_campaig
     result = items_import(campaign=campaign, lines=jsonl([row]))
     assert result.items == 1 and result.warning_count == 1
     assert result.warnings == [(1, "prompt is a near-duplicate of prompt 'p0' already in this campaign "
-                                   "(Jaccard >= 0.9 on word 5-shingles (MinHash, 64 permutations))")]
+                                   "(Jaccard >= 0.9 on word 5-shingles, found with MinHash LSH (64 permutations))")]
 
 
 def test_size_caps_come_from_settings(make_campaign, settings):

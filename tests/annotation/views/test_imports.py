@@ -152,7 +152,7 @@ def test_import_page_lists_skipped_duplicates_and_near_duplicate_prompts(client,
     assert "<td>2</td><td>duplicate of an item already in this campaign</td>" in text
     assert "<td>5</td><td>duplicate of line 3 (same conversation and replies)</td>" in text
     assert "1 near-duplicate prompt</h2>" in text
-    assert "Near means Jaccard &gt;= 0.9 on word 5-shingles (MinHash, 64 permutations)." in text
+    assert "Near means Jaccard &gt;= 0.9 on word 5-shingles, found with MinHash LSH (64 permutations)." in text
     assert "prompt is a near-duplicate of prompt &#x27;p0&#x27; already in this campaign" in text
     assert Prompt.objects.filter(campaign=campaign).count() == 1
     done = client.post(reverse("campaign_import_confirm", args=[campaign.pk]),
