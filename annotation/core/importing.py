@@ -94,10 +94,11 @@ def _json_depth_exceeds(value: Any, limit: int) -> bool:
 
 def normalize(text: str) -> str:
     """Return `text` as compared for duplicates: Unicode NFC, outer whitespace stripped."""
-    return unicodedata.normalize("NFC", text).strip()
+    # ASCII text is already NFC; the check is a C loop, normalizing is not free.
+    return (text if text.isascii() else unicodedata.normalize("NFC", text)).strip()
 
 
-def content_hash(messages: Sequence[dict[str, str]], replies: Sequence[str]) -> str:
+def content_hash(messages: Sequence[dict[str, str]], replies: Sequence[str], *, normalized: bool = False) -> str:
     """Return the hex SHA-256 naming an item's content: its conversation and its replies.
 
     Texts are `normalize`d; roles count; the replies are a set in sorted order (the same two
@@ -106,7 +107,8 @@ def content_hash(messages: Sequence[dict[str, str]], replies: Sequence[str]) -> 
     part, then the replies.
     """
     canonical = "\x00".join(
-        [*(f"{m['role']}:{normalize(m['content'])}" for m in messages), "", *sorted(normalize(r) for r in replies)]
+        [*(f"{m['role']}:{normalize(m['content'])}" for m in messages), "",
+         *sorted(replies if normalized else map(normalize, replies))]
     )
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -293,7 +295,7 @@ def parse_jsonl(
             record = parse_row(row, line=number, format=format)
             _check_response_count(record, responses_per_item)
             _check_sizes(record, hygiene)
-            _check_distinct_replies(record)
+            replies = _check_distinct_replies(record)
         except LineError as exc:
             report.add_error(number, str(exc))
             continue
@@ -304,7 +306,7 @@ def parse_jsonl(
                 )
                 continue
             seen_ids[record.external_id] = number
-        digest = content_hash(record.messages, [r.content for r in record.responses])
+        digest = content_hash(record.messages, replies, normalized=True)
         if digest in seen_hashes:
             first = seen_hashes[digest]
             if hygiene.skip_duplicates:
@@ -450,17 +452,19 @@ def _reply_names(record: ItemRecord) -> list[str]:
     return [f"responses[{i}]" for i in range(len(record.responses))]
 
 
-def _check_distinct_replies(record: ItemRecord) -> None:
+def _check_distinct_replies(record: ItemRecord) -> list[str]:
+    """Refuse two equal replies (after `normalize`); return the normalized replies."""
     seen: dict[str, int] = {}
     names = _reply_names(record)
-    for i, r in enumerate(record.responses):
-        key = normalize(r.content)
+    normalized = [normalize(r.content) for r in record.responses]
+    for i, key in enumerate(normalized):
         if key in seen:
             raise LineError(
                 f"{names[seen[key]]} and {names[i]} are identical {NORMALIZATION}; "
                 "an item must compare different replies"
             )
         seen[key] = i
+    return normalized
 
 
 def _check_response_count(record: ItemRecord, bounds: tuple[int, int]) -> None:

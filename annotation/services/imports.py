@@ -288,7 +288,19 @@ def _insert(campaign: Campaign, report: ImportReport) -> ImportResult:
     records = report.records
     rng = random.Random()
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    small: dict[tuple, str] = {}
+
+    def dumps(value: Any) -> str:
+        # Most metadata is one of a few small dicts ({"source_label": "chosen"}): encode each once.
+        if isinstance(value, dict) and len(value) <= 4:
+            try:
+                key = tuple((k, type(v), v) for k, v in value.items())  # 1, 1.0 and True stay apart
+                return small[key] if key in small else small.setdefault(key, encode(value))
+            except TypeError:  # a value that cannot be a dict key (a list, a dict)
+                pass
+        return encode(value)
+
     n_responses = sum(len(r.responses) for r in records)
     prompt_ids = _take_ids(Prompt, len(records))
     response_ids = _take_ids(Response, n_responses)

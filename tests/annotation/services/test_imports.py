@@ -201,3 +201,12 @@ def test_ids_of_deleted_rows_are_not_reused_and_links_point_at_their_own_rows(ma
     assert all(i.pk > gone[0] and i.prompt_id > gone[1] for i in fresh)
     for item in fresh:
         assert [ir.response.prompt_id for ir in item.item_responses.select_related("response")] == [item.prompt_id] * 2
+
+
+def test_metadata_values_keep_their_json_types(make_campaign):
+    """Equal-comparing metadata of different types (1, 1.0, true) is stored as each line wrote it."""
+    campaign = make_campaign(items=0, active=False)
+    rows = [{**r, "metadata": {"v": v}} for r, v in zip(pair_rows(3), (1, 1.0, True), strict=True)]
+    items_import(campaign=campaign, lines=jsonl(rows))
+    stored = [p.metadata["v"] for p in Prompt.objects.filter(campaign=campaign).order_by("pk")]
+    assert stored == [1, 1.0, True] and [type(v) for v in stored] == [int, float, bool]
