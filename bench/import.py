@@ -120,7 +120,8 @@ def child(args: argparse.Namespace) -> None:
         assert stored == args.items, stored
         return took
 
-    one()  # warm-up, not counted
+    if args.warmup:
+        one()  # warm-up, not counted
     if args.profile:
         import cProfile
         import pstats
@@ -132,7 +133,8 @@ def child(args: argparse.Namespace) -> None:
         pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(40)
     cpu_times.clear()
     times = [one() for _ in range(args.repeats)]
-    print(json.dumps({"times": times, "cpu": cpu_times, "vendor": connection.vendor}))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"times": times, "cpu": cpu_times, "vendor": connection.vendor, "peak_rss_mb": peak_mb}))
 
 
 def run_child(root: Path, backend: str, args: argparse.Namespace, file: Path, tmp: Path) -> dict:
@@ -148,7 +150,7 @@ def run_child(root: Path, backend: str, args: argparse.Namespace, file: Path, tm
     else:
         env.pop("DATABASE_URL", None)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--file", str(file),
-           "--items", str(args.items), "--repeats", str(args.repeats)]
+           "--items", str(args.items), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
     if args.profile and root == ROOT:
         cmd.append("--profile")
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
@@ -166,6 +168,7 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--baseline-root", default="", help="another checkout to measure the same way")
     parser.add_argument("--profile", action="store_true", help="cProfile one import of this tree")
+    parser.add_argument("--warmup", type=int, default=1, help="0: no uncounted first run (large --items)")
     parser.add_argument("--json", default="")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--file", default="", help=argparse.SUPPRESS)
@@ -189,9 +192,11 @@ def main() -> None:
                 cpu_med = statistics.median(out["cpu"])
                 results.append({"tree": label, "root": str(root), "backend": backend, "times": out["times"],
                                 "cpu": out["cpu"], "median_s": med, "cpu_median_s": cpu_med,
+                                "peak_rss_mb": out["peak_rss_mb"],
                                 "lines_per_s": args.items / med})
                 print(f"{label:8} {backend:8} median {med:.3f} s  min {min(out['times']):.3f}  "
-                      f"max {max(out['times']):.3f}  cpu {cpu_med:.3f} s  {args.items / med:,.0f} lines/s", flush=True)
+                      f"max {max(out['times']):.3f}  cpu {cpu_med:.3f} s  {args.items / med:,.0f} lines/s  "
+                      f"peak RSS {out['peak_rss_mb']:.0f} MB", flush=True)
     print(f"\n{args.items} items, {size_mb:.1f} MB, {args.repeats} timed runs each after a warm-up; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
