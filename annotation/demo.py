@@ -6,6 +6,7 @@ a hasty one that is terse and sometimes wrong, so the demo has a real signal to 
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -101,15 +102,28 @@ _GENERATORS: list[Callable[[random.Random], tuple[list[dict], str, str]]] = [
 
 
 def demo_rows(n: int = 240, *, seed: int = 7) -> Iterator[dict[str, Any]]:
-    """Yield `n` items in Arbiter's import format, each with a careful and a hasty response."""
+    """Yield `n` distinct items in Arbiter's import format, each with a careful and a hasty response.
+
+    A generator that repeats an earlier item (same conversation and replies) is asked again, then
+    the next one is tried, so the demo imports without duplicates.
+    """
     rng = random.Random(seed)
+    seen: set[str] = set()
     for i in range(n):
-        messages, careful, hasty = _GENERATORS[i % len(_GENERATORS)](rng)
+        for k in range(len(_GENERATORS) * 20):
+            generate = _GENERATORS[(i + k // 20) % len(_GENERATORS)]
+            messages, careful, hasty = generate(rng)
+            key = json.dumps([messages, careful.strip(), hasty.strip()])
+            if key not in seen and careful.strip() != hasty.strip():
+                seen.add(key)
+                break
+        else:
+            raise ValueError(f"the demo generators cannot make {n} distinct items")
         yield {
             "id": f"demo-{i + 1:04d}",
             "messages": messages,
             "responses": [{"content": careful, "model": CAREFUL}, {"content": hasty, "model": HASTY}],
-            "metadata": {"task": _GENERATORS[i % len(_GENERATORS)].__name__.lstrip("_")},
+            "metadata": {"task": generate.__name__.lstrip("_")},
         }
 
 
@@ -131,6 +145,19 @@ def demo_ranking_rows(n: int = 60, *, seed: int = 11) -> Iterator[dict[str, Any]
 
 
 def demo_single_rows(n: int = 60, *, seed: int = 13) -> Iterator[dict[str, Any]]:
-    """Yield `n` items with one response each, alternating careful and hasty, for thumbs up/down."""
-    for i, row in enumerate(demo_rows(n, seed=seed)):
-        yield {**row, "id": row["id"].replace("demo-", "one-"), "responses": [row["responses"][i % 2]]}
+    """Yield `n` items with one response each, alternating careful and hasty, for thumbs up/down.
+
+    Two items may share a question and the reply picked; only the first of such is kept.
+    """
+    seen: set[str] = set()
+    made = 0
+    for row in demo_rows(n * 2, seed=seed):
+        reply = row["responses"][made % 2]
+        key = json.dumps([row["messages"], reply["content"].strip()])
+        if key in seen:
+            continue
+        seen.add(key)
+        yield {**row, "id": row["id"].replace("demo-", "one-"), "responses": [reply]}
+        made += 1
+        if made == n:
+            return

@@ -194,6 +194,11 @@ class Item(models.Model):
     judgment_count = models.PositiveIntegerField(default=0)
     lease_count = models.PositiveIntegerField(default=0, help_text="Open, unexpired leases.")
     random_key = models.FloatField(default=0.0, help_text="Fixed random tiebreak for serving order.")
+    content_hash = models.CharField(
+        max_length=64, blank=True, default="",
+        help_text="SHA-256 of the normalized conversation and replies (annotation.core.importing.content_hash); "
+        "finds an imported duplicate with one indexed query.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -215,6 +220,7 @@ class Item(models.Model):
                 name="item_serving_open",
                 condition=Q(judgment_count__lt=F("target") - F("lease_count")),
             ),
+            models.Index(fields=["campaign", "content_hash"], name="item_content_hash"),
         ]
 
     def __str__(self) -> str:

@@ -161,6 +161,9 @@ ARBITER_HOT_PATH_THREADS = int(os.environ.get("ARBITER_HOT_PATH_THREADS", "4"))
 # Largest upload accepted by the import form and API (bytes).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 ARBITER_IMPORT_MAX_BYTES = int(os.environ.get("ARBITER_IMPORT_MAX_BYTES", 200 * 1024 * 1024))
+# Largest message of a conversation and largest reply an import accepts (UTF-8 bytes each).
+ARBITER_IMPORT_MAX_MESSAGE_BYTES = int(os.environ.get("ARBITER_IMPORT_MAX_MESSAGE_BYTES", 100_000))
+ARBITER_IMPORT_MAX_REPLY_BYTES = int(os.environ.get("ARBITER_IMPORT_MAX_REPLY_BYTES", 100_000))
 
 # --- REST API ---------------------------------------------------------------------------------
 REST_FRAMEWORK = {

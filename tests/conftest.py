@@ -33,13 +33,15 @@ def jsonl(rows: Iterable[dict]) -> list[str]:
 
 
 def pair_rows(n: int, *, prefix: str = "p", models: tuple[str, str] = ("model-x", "model-y")) -> list[dict]:
+    """Return n pairwise rows; another prefix gives other texts too, so they are not duplicates."""
+    tag = "" if prefix == "p" else f"{prefix}-"
     return [
         {
             "id": f"{prefix}{i}",
-            "messages": [{"role": "user", "content": f"Question {i}?"}],
+            "messages": [{"role": "user", "content": f"Question {tag}{i}?"}],
             "responses": [
-                {"content": f"Answer one to {i}", "model": models[0]},
-                {"content": f"Answer two to {i}", "model": models[1]},
+                {"content": f"Answer one to {tag}{i}", "model": models[0]},
+                {"content": f"Answer two to {tag}{i}", "model": models[1]},
             ],
         }
         for i in range(n)

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.api.schema import ERROR
+from annotation.core.importing import NEAR_DUPLICATE_RULE
 from annotation.errors import field_error
 from annotation.models import Campaign, Role
 from annotation.permissions import IsAnyRole, IsManager
@@ -94,6 +95,24 @@ class CampaignStatusApi(APIView):
         return Response(CampaignOutputSerializer(campaign).data)
 
 
+class LineNoteSerializer(serializers.Serializer):
+    """A line of the file and what happened to it (an error, a skip or a warning)."""
+
+    line = serializers.IntegerField()
+    message = serializers.CharField()
+
+    def to_representation(self, instance: tuple[int, str]) -> dict:
+        line, message = instance
+        return {"line": line, "message": message}
+
+
+SKIP_DUPLICATES_HELP = (
+    "Leave out lines that repeat an earlier line or an item already in the campaign (same conversation and "
+    "replies after Unicode NFC normalization and trimming outer whitespace), and list them; by default they "
+    "are bad lines and nothing is imported."
+)
+
+
 class CampaignImportApi(APIView):
     permission_classes = [IsManager]
     parser_classes = [MultiPartParser, FormParser]
@@ -101,11 +120,20 @@ class CampaignImportApi(APIView):
     class InputSerializer(serializers.Serializer):
         file = serializers.FileField(help_text="JSONL: Arbiter's format, TRL preference rows or HH transcripts.")
         format = serializers.ChoiceField(choices=["auto", "arbiter", "trl", "hh"], default="auto")
+        skip_duplicates = serializers.BooleanField(default=False, help_text=SKIP_DUPLICATES_HELP)
 
     class OutputSerializer(serializers.Serializer):
         items = serializers.IntegerField()
         responses = serializers.IntegerField()
         formats = serializers.DictField(child=serializers.IntegerField())
+        skipped_count = serializers.IntegerField(help_text="Duplicate lines left out (skip_duplicates).")
+        skipped = LineNoteSerializer(many=True)
+        warning_count = serializers.IntegerField(help_text="Near-duplicate prompts flagged; they were imported.")
+        warnings = LineNoteSerializer(many=True)
+        near_duplicate_rule = serializers.SerializerMethodField()
+
+        def get_near_duplicate_rule(self, obj: object) -> str:
+            return NEAR_DUPLICATE_RULE
 
     @extend_schema(
         request={"multipart/form-data": InputSerializer},
@@ -120,5 +148,6 @@ class CampaignImportApi(APIView):
         if upload.size > settings.ARBITER_IMPORT_MAX_BYTES:
             raise field_error("file", f"is larger than the {settings.ARBITER_IMPORT_MAX_BYTES} byte limit")
         result = items_import(campaign=campaign, lines=upload.open("rb"), format=s.validated_data["format"],
-                              actor=request.user, source=upload.name)
+                              actor=request.user, source=upload.name,
+                              skip_duplicates=s.validated_data["skip_duplicates"])
         return Response(self.OutputSerializer(result).data, status=status.HTTP_201_CREATED)

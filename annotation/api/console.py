@@ -12,7 +12,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.api.campaigns import CampaignOutputSerializer
+from annotation.api.campaigns import (
+    SKIP_DUPLICATES_HELP,
+    CampaignOutputSerializer,
+    LineNoteSerializer,
+)
 from annotation.api.datasets import DatasetOutputSerializer
 from annotation.api.judging import MessageSerializer
 from annotation.api.schema import ERROR
@@ -109,19 +113,21 @@ class CampaignImportValidateApi(APIView):
     class InputSerializer(serializers.Serializer):
         file = serializers.FileField(help_text="JSONL: Arbiter's format, TRL preference rows or HH transcripts.")
         format = serializers.ChoiceField(choices=["auto", "arbiter", "trl", "hh"], default="auto")
+        skip_duplicates = serializers.BooleanField(default=False, help_text=SKIP_DUPLICATES_HELP)
 
     class OutputSerializer(serializers.Serializer):
-        class LineError(serializers.Serializer):
-            line = serializers.IntegerField()
-            message = serializers.CharField()
-
         ok = serializers.BooleanField()
         message = serializers.CharField()
         lines = serializers.IntegerField()
         items = serializers.IntegerField()
         formats = serializers.DictField(child=serializers.IntegerField())
         error_count = serializers.IntegerField()
-        errors = LineError(many=True)
+        errors = LineNoteSerializer(many=True)
+        skipped_count = serializers.IntegerField()
+        skipped = LineNoteSerializer(many=True)
+        warning_count = serializers.IntegerField()
+        warnings = LineNoteSerializer(many=True)
+        near_duplicate_rule = serializers.CharField()
 
     @extend_schema(
         request={"multipart/form-data": InputSerializer}, responses={200: OutputSerializer, 400: ERROR},
@@ -134,11 +140,14 @@ class CampaignImportValidateApi(APIView):
         upload = s.validated_data["file"]
         if upload.size > settings.ARBITER_IMPORT_MAX_BYTES:
             raise field_error("file", f"is larger than the {settings.ARBITER_IMPORT_MAX_BYTES} byte limit")
-        report = items_parse(campaign=campaign, lines=upload.open("rb"), format=s.validated_data["format"])
+        report = items_parse(campaign=campaign, lines=upload.open("rb"), format=s.validated_data["format"],
+                             skip_duplicates=s.validated_data["skip_duplicates"])
         return Response(self.OutputSerializer({
             "ok": report.ok, "message": report.summary(), "lines": report.lines, "items": len(report.records),
-            "formats": dict(report.formats), "error_count": report.error_count,
-            "errors": [{"line": line, "message": msg} for line, msg in report.errors],
+            "formats": dict(report.formats), "error_count": report.error_count, "errors": report.errors,
+            "skipped_count": report.skipped_count, "skipped": report.skipped,
+            "warning_count": report.warning_count, "warnings": report.warnings,
+            "near_duplicate_rule": report.near_duplicate_rule,
         }).data)
 
 

@@ -334,6 +334,7 @@ def _copy_chunk(chunk: list[Item], new: Campaign, rng: random.Random) -> int:
         if gold and gold.get("preferred_response_id") in id_map:
             gold["preferred_response_id"] = id_map[gold["preferred_response_id"]]
         new_items.append(Item(campaign=new, prompt=p, priority=i.priority, gold=gold, is_gold=i.is_gold,
+                              content_hash=i.content_hash,
                               target=GOLD_TARGET if i.is_gold else new.overlap, random_key=rng.random()))
         new_links.append([(pos, m) for (pos, _), m in zip(old_links, mine, strict=True)])
     Item.objects.bulk_create(new_items)

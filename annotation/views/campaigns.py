@@ -38,6 +38,12 @@ assert [c for c, _ in FORMAT_CHOICES] == list(FORMATS)
 class ImportForm(forms.Form):
     file = forms.FileField(label="JSONL file", help_text="Arbiter's format, TRL preference rows or HH transcripts.")
     format = forms.ChoiceField(choices=FORMAT_CHOICES, initial="auto")
+    skip_duplicates = forms.BooleanField(
+        required=False, label="Skip duplicates",
+        help_text="Leave out lines that repeat an earlier line or an item already in this campaign (same "
+                  "conversation and replies, ignoring Unicode normalization and outer whitespace); they are "
+                  "listed. Unticked, a duplicate is a bad line and nothing is imported.",
+    )
 
 
 class ImportConfirmForm(forms.Form):
@@ -259,7 +265,8 @@ def campaign_import(request: HttpRequest, campaign: Campaign) -> HttpResponse:
         else:
             try:
                 staged = import_stage(campaign=campaign, upload=upload.open("rb"), filename=upload.name,
-                                      format=form.cleaned_data["format"])
+                                      format=form.cleaned_data["format"],
+                                      skip_duplicates=form.cleaned_data["skip_duplicates"])
             except ApplicationError as exc:
                 form_apply_error(form, exc)
     confirm = ImportConfirmForm(initial={"token": staged.token}) if staged and staged.ok else None
@@ -281,5 +288,6 @@ def campaign_import_confirm(request: HttpRequest, campaign: Campaign) -> HttpRes
         messages.error(request, f"Nothing was imported. {exc.message}")
         return redirect("campaign_import", campaign_id=campaign.pk)
     kinds = ", ".join(f"{n} {fmt}" for fmt, n in sorted(result.formats.items()))
-    messages.success(request, f"Imported {result.items} items ({kinds}).")
+    skipped = f" {result.skipped_count} duplicate line(s) skipped." if result.skipped_count else ""
+    messages.success(request, f"Imported {result.items} items ({kinds}).{skipped}")
     return redirect("campaign_detail", campaign_id=campaign.pk)

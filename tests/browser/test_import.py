@@ -76,3 +76,40 @@ def test_manager_import_reports_the_bad_line_then_imports_a_good_file(
     assert Item.objects.filter(campaign=campaign).count() == 3
     screenshot(page, "import-success-1280x800.png")
     page_problems.assert_none()
+
+
+def test_duplicates_are_refused_then_skipped_and_near_duplicates_flagged(
+    page, login, make_campaign, manager, page_problems
+):
+    """A repeated line is a bad line; ticking "Skip duplicates" lists it as skipped, flags the
+    near-duplicate prompt, and imports the rest on confirmation."""
+    campaign = make_campaign(items=1, active=False, name="Import hygiene")
+    long_prompt = " ".join(f"word{i}" for i in range(120))
+    rows = [
+        json.dumps({"id": "a", "prompt": long_prompt + " first", "chosen": "Yes", "rejected": "No"}),
+        json.dumps({"id": "b", "prompt": long_prompt + " second", "chosen": "Sure", "rejected": "Never"}),
+        json.dumps({"id": "c", "prompt": "Question 0?", "chosen": "Other", "rejected": "Replies"}),
+        json.dumps({"id": "d", "prompt": long_prompt + " first", "chosen": " No", "rejected": "Yes "}),
+    ]
+    login(manager)
+    page.goto(f"/campaigns/{campaign.pk}/import/")
+    upload(page, "dups.jsonl", rows)
+    report = page.get_by_test_id("import-report")
+    report.wait_for(state="visible")
+    assert report.locator("tbody tr").locator("td").all_inner_texts()[:1] == ["4"]
+    assert "duplicate of line 1: the same conversation and replies" in report.inner_text()
+
+    page.get_by_label("Skip duplicates").check()
+    upload(page, "dups.jsonl", rows)
+    assert page.get_by_role("heading", name="Ready to import").is_visible()
+    skipped = page.get_by_test_id("import-skipped")
+    assert skipped.locator("td").all_inner_texts() == ["4", "duplicate of line 1 (same conversation and replies)"]
+    warnings = page.get_by_test_id("import-warnings").inner_text()
+    assert "prompt is a near-duplicate of the prompt of line 1" in warnings
+    assert "prompt is a near-duplicate of prompt 'p0' already in this campaign" in warnings
+    screenshot(page, "import-hygiene-1280x800.png")
+    with page.expect_navigation():
+        page.get_by_test_id("confirm-import").click()
+    assert "Imported 3 items (3 trl). 1 duplicate line(s) skipped." in page.locator(".message-success").inner_text()
+    assert Item.objects.filter(campaign=campaign).count() == 4
+    page_problems.assert_none()

@@ -334,8 +334,10 @@ def _flow(browser, page, live_url, manager, annotator, annotator2, page_problems
     assert (dataset.judgment_count, dataset.annotator_count, dataset.item_count) == (3, 1, 3)
     comparisons = list(DatasetComparison.objects.filter(dataset=dataset))
     assert len(comparisons) == 3
-    # Only ann2's judgments count: each item is decided for model-x by one judgment, no ties.
-    assert {(c.outcome, c.chosen_model, c.n_judgments) for c in comparisons} == {("chosen", "model-x", 1)}
+    # Only ann2's judgments count: one judgment per item at overlap 2 is too few to decide (the
+    # default min_judgments is 2), so every pair is held back from training as undecided.
+    assert {(c.outcome, c.n_judgments) for c in comparisons} == {("undecided", 1)}
+    assert page.get_by_role("heading", name="Held back from training").is_visible()
     assert {c.item_id for c in comparisons} == set(
         Judgment.objects.filter(annotator=annotator2).values_list("item_id", flat=True)
     )

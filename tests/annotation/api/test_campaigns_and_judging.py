@@ -160,10 +160,63 @@ def test_import_endpoint_all_or_nothing(client_for, make_campaign, manager, anno
     assert Prompt.objects.filter(campaign=campaign).count() == 0
     good = "\n".join(jsonl(pair_rows(2)))
     res = client_for(manager).post(url, {"file": io.BytesIO(good.encode())}, format="multipart")
-    assert res.status_code == 201 and res.json() == {"items": 2, "responses": 4, "formats": {"arbiter": 2}}
+    assert res.status_code == 201 and res.json() == {
+        "items": 2, "responses": 4, "formats": {"arbiter": 2}, "skipped_count": 0, "skipped": [],
+        "warning_count": 0, "warnings": [],
+        "near_duplicate_rule": "Jaccard >= 0.9 on word 5-shingles, found with MinHash LSH (64 permutations)",
+    }
     # annotators cannot import, even into their own campaign
     res = client_for(annotator).post(url, {"file": io.BytesIO(good.encode())}, format="multipart")
     assert res.status_code == 403
+
+
+def test_import_answers_400_naming_the_line_for_hostile_json(client_for, make_campaign, manager):
+    """JSON nested too deep or an integer too long is a 400 naming the line (it was a 500), nothing stored."""
+    campaign = make_campaign(items=0, active=False)
+    url = reverse("api:campaign_import", kwargs={"campaign_id": campaign.pk})
+    body = "\n".join([*jsonl(pair_rows(1)), "[" * 50_000 + "]" * 50_000, '{"prompt": "q", "n": ' + "1" * 5000 + "}"])
+    res = client_for(manager).post(url, {"file": io.BytesIO(body.encode())}, format="multipart")
+    assert res.status_code == 400
+    errors = res.json()["extra"]["errors"]
+    assert errors[0] == {"line": 2, "message": "JSON nested too deep (more than 64 levels)"}
+    assert errors[1]["line"] == 3 and errors[1]["message"].startswith("an integer is too large")
+    assert Prompt.objects.filter(campaign=campaign).count() == 0
+
+
+def test_import_api_skips_duplicates_on_request_and_reports_them(client_for, make_campaign, manager):
+    """By default a repeated line is a 400; with skip_duplicates=true it is left out and listed."""
+    campaign = make_campaign(items=0, active=False)
+    url = reverse("api:campaign_import", kwargs={"campaign_id": campaign.pk})
+    rows = pair_rows(2)
+    body = "\n".join(jsonl([*rows, {**rows[0], "id": "copy"}]))
+    res = client_for(manager).post(url, {"file": io.BytesIO(body.encode())}, format="multipart")
+    assert res.status_code == 400
+    assert res.json()["extra"]["errors"] == [{"line": 3, "message": (
+        "duplicate of line 1: the same conversation and replies after Unicode NFC normalization and trimming "
+        "outer whitespace; remove it, or choose to skip duplicates")}]
+    assert Prompt.objects.filter(campaign=campaign).count() == 0
+    res = client_for(manager).post(url, {"file": io.BytesIO(body.encode()), "skip_duplicates": "true"},
+                                   format="multipart")
+    assert res.status_code == 201
+    assert (res.json()["items"], res.json()["skipped_count"]) == (2, 1)
+    assert res.json()["skipped"] == [{"line": 3, "message": "duplicate of line 1 (same conversation and replies)"}]
+
+
+def test_import_check_api_reports_skips_and_near_duplicates(client_for, make_campaign, manager):
+    """The check endpoint shows the same report: skipped duplicates and near-duplicate warnings, nothing stored."""
+    campaign = make_campaign(items=1, active=False)
+    url = reverse("api:campaign_import_validate", kwargs={"campaign_id": campaign.pk})
+    rows = [{"id": "n1", "prompt": "Question 0?", "chosen": "Other", "rejected": "Replies"},
+            {**pair_rows(1)[0], "id": "n2"}]
+    res = client_for(manager).post(url, {"file": io.BytesIO("\n".join(jsonl(rows)).encode()), "skip_duplicates": "true"},
+                                   format="multipart")
+    body = res.json()
+    assert res.status_code == 200 and body["ok"] and body["items"] == 1
+    assert body["skipped"] == [{"line": 2, "message": "duplicate of an item already in this campaign"}]
+    assert body["warnings"] == [{"line": 1, "message": "prompt is a near-duplicate of prompt 'p0' already in this "
+                                 "campaign (Jaccard >= 0.9 on word 5-shingles, found with MinHash LSH (64 permutations))"}]
+    assert body["message"] == "1 item(s) ready (1 trl). 1 duplicate line(s) skipped. 1 near-duplicate prompt(s) flagged."
+    assert Prompt.objects.filter(campaign=campaign).count() == 1
 
 
 def test_manager_of_another_campaign_cannot_touch_this_one(client_for, campaign, make_user):

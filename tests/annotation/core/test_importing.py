@@ -4,7 +4,13 @@ import json
 
 import pytest
 
-from annotation.core.importing import detect_format, parse_jsonl, split_hh_transcript
+from annotation.core.importing import (
+    Hygiene,
+    detect_format,
+    flag_near_duplicate_prompts,
+    parse_jsonl,
+    split_hh_transcript,
+)
 from tests.conftest import hh_file
 
 
@@ -152,7 +158,8 @@ def test_hh_harmless_1500_file_imports_every_line():
 def test_each_kind_of_bad_line_is_reported_with_its_number(line, message):
     """A bad line is reported with its line number and a reason naming the field."""
     good = json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"})
-    report = parse_jsonl([good, "", line, good])
+    other = json.dumps({"prompt": "q", "chosen": "a", "rejected": "c"})
+    report = parse_jsonl([good, "", line, other])
     assert not report.ok
     assert report.error_count == 1
     (number, text), = report.errors
@@ -189,3 +196,134 @@ def test_format_can_be_forced_and_detection_is_by_shape():
     assert report.errors and report.errors[0][0] == 1
     with pytest.raises(ValueError, match="format must be one of"):
         parse_jsonl([], format="csv")
+
+
+# --- hygiene: duplicates, identical replies, near-duplicates, sizes, hostile JSON --------------
+
+DUPLICATE = (
+    "duplicate of line 1: the same conversation and replies after Unicode NFC normalization and trimming "
+    "outer whitespace; remove it, or choose to skip duplicates"
+)
+
+
+def test_exact_duplicates_in_the_file_are_bad_lines_after_nfc_and_trimming():
+    """A line repeating an earlier one (NFC-equal, outer spaces aside, replies in either order) is a bad line."""
+    first = {"prompt": "Caf\u00e9?", "chosen": "Yes", "rejected": "No"}
+    decomposed = {"prompt": "  Cafe\u0301?\n", "chosen": "No ", "rejected": " Yes"}
+    other = {"prompt": "Caf\u00e9?", "chosen": "Yes", "rejected": "Maybe"}
+    report = parse_jsonl(lines(first, other, decomposed))
+    assert not report.ok
+    assert report.errors == [(3, DUPLICATE)]
+    assert report.records[0].content_hash != report.records[1].content_hash
+
+
+def test_skipping_duplicates_counts_and_names_each_skipped_line():
+    """With skip_duplicates the repeats are left out, counted and named; the rest imports."""
+    row = {"prompt": "q", "chosen": "a", "rejected": "b"}
+    report = parse_jsonl(lines(row, {**row, "chosen": "c"}, row, row), hygiene=Hygiene(skip_duplicates=True))
+    assert report.ok and len(report.records) == 2
+    assert report.skipped_count == 2
+    assert report.skipped == [
+        (3, "duplicate of line 1 (same conversation and replies)"),
+        (4, "duplicate of line 1 (same conversation and replies)"),
+    ]
+    assert report.summary() == "2 item(s) ready (2 trl). 2 duplicate line(s) skipped."
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"prompt": "q", "chosen": "Same answer", "rejected": " Same answer\n"},
+         "chosen and rejected are identical after Unicode NFC normalization and trimming outer whitespace; "
+         "an item must compare different replies"),
+        ({"messages": [{"role": "user", "content": "q"}], "responses": ["a", "b", "\u00e9", "e\u0301"]},
+         "responses[2] and responses[3] are identical after Unicode NFC normalization and trimming outer "
+         "whitespace; an item must compare different replies"),
+    ],
+)
+def test_identical_replies_in_one_item_are_refused_naming_both(row, message):
+    """Two replies of one item that are equal after normalization are a bad line naming both positions."""
+    report = parse_jsonl(lines({"prompt": "ok", "chosen": "x", "rejected": "y"}, row), responses_per_item=(2, 9))
+    assert report.errors == [(2, message)]
+    assert len(report.records) == 1
+
+
+def test_messages_and_replies_over_the_size_caps_are_bad_lines():
+    """Each message and each reply is capped in UTF-8 bytes; the error names the field and both sizes."""
+    hygiene = Hygiene(max_message_bytes=10, max_reply_bytes=8)
+    report = parse_jsonl(
+        lines(
+            {"prompt": "q", "chosen": "short", "rejected": "fine"},
+            {"prompt": "\u00e9" * 6, "chosen": "a", "rejected": "b"},  # 12 bytes in 6 characters
+            {"messages": [{"role": "user", "content": "q"}], "responses": ["a", "123456789"]},
+        ),
+        hygiene=hygiene,
+    )
+    assert report.errors == [
+        (2, "messages[0].content: 12 bytes, more than the 10 byte limit per message"),
+        (3, "responses[1]: 9 bytes, more than the 8 byte limit per reply"),
+    ]
+
+
+def test_json_nested_too_deep_or_with_huge_integers_is_a_bad_line_not_a_crash():
+    """Nesting past the parser's recursion or past MAX_JSON_DEPTH, and 5,000-digit integers, name the line."""
+    good = {"prompt": "q", "chosen": "a", "rejected": "b"}
+    deep = "[" * 100_000 + "]" * 100_000
+    nested: dict = {}
+    node = nested
+    for _ in range(100):
+        node["x"] = {}
+        node = node["x"]
+    report = parse_jsonl(
+        [json.dumps(good), deep, json.dumps({**good, "chosen": "c", "metadata": nested}),
+         '{"prompt": "q", "chosen": "a", "rejected": "d", "n": ' + "9" * 5000 + "}"]
+    )
+    assert [line for line, _ in report.errors] == [2, 3, 4]
+    assert report.errors[0][1] == "JSON nested too deep (more than 64 levels)"
+    assert report.errors[1][1] == "JSON nested too deep (more than 64 levels)"
+    assert report.errors[2][1].startswith("an integer is too large (Exceeds the limit (4300 digits)")
+    assert report.errors[2][1].endswith("; write it as a string")
+
+
+def _long_prompt(last_word: str) -> str:
+    return " ".join(f"word{i}" for i in range(200)) + f" {last_word}"
+
+
+def test_near_duplicate_prompts_are_warnings_with_the_rule_named():
+    """Prompts with Jaccard >= 0.9 on word 5-shingles are flagged (not refused), naming the earlier line."""
+    rows = [
+        {"prompt": _long_prompt("alpha"), "chosen": "a", "rejected": "b"},
+        {"prompt": "Something else entirely, nothing alike at all here", "chosen": "a", "rejected": "b"},
+        {"prompt": _long_prompt("omega"), "chosen": "c", "rejected": "d"},  # 196 of 201 shingles shared
+        {"prompt": "SOMETHING else   entirely, nothing alike at all here", "chosen": "e", "rejected": "f"},
+    ]
+    report = parse_jsonl(lines(*rows))
+    flag_near_duplicate_prompts(report, existing=[("prompt 'old'", [{"role": "user", "content": "Hello there"}])])
+    assert report.ok and len(report.records) == 4
+    rule = "Jaccard >= 0.9 on word 5-shingles, found with MinHash LSH (64 permutations)"
+    assert report.near_duplicate_rule == rule
+    assert report.warnings == [
+        (3, f"prompt is a near-duplicate of the prompt of line 1 ({rule})"),
+        (4, f"prompt is a near-duplicate of the prompt of line 2 ({rule})"),
+    ]
+    fresh = parse_jsonl(lines({"prompt": "hello  there", "chosen": "a", "rejected": "b"}))
+    flag_near_duplicate_prompts(fresh, existing=[("prompt 'old'", [{"role": "user", "content": "Hello there"}])])
+    assert fresh.warnings == [(1, f"prompt is a near-duplicate of prompt 'old' already in this campaign ({rule})")]
+    assert fresh.ok
+
+
+def test_near_duplicates_are_flagged_at_the_threshold_and_not_below():
+    """J = 116/118 (one word changed at the end of 121) is flagged; J = 86/106 (two words changed) is not."""
+    base = [f"w{i}" for i in range(100)]
+    two_changed = base.copy()
+    two_changed[20], two_changed[70] = "changed", "also"
+    long = " ".join(f"word{i}" for i in range(120))
+    report = parse_jsonl(lines(
+        {"prompt": " ".join(base), "chosen": "a", "rejected": "b"},
+        {"prompt": " ".join(two_changed), "chosen": "a", "rejected": "b"},
+        {"prompt": long + " first", "chosen": "a", "rejected": "b"},
+        {"prompt": long + " second", "chosen": "a", "rejected": "b"},
+    ))
+    flag_near_duplicate_prompts(report)
+    assert [line for line, _ in report.warnings] == [4]
+    assert report.warnings[0][1].startswith("prompt is a near-duplicate of the prompt of line 3 (Jaccard >= 0.9")

@@ -254,7 +254,7 @@ def test_new_version_carries_gold_checks_with_their_answers(make_campaign, manag
     gold = Item.objects.get(campaign=new, is_gold=True)
     second = gold.item_responses.get(position=1).response
     assert gold.gold == {"outcome": "preferred", "preferred_response_id": second.pk}
-    assert second.prompt.campaign_id == new.pk and second.content == "Answer two to 0"
+    assert second.prompt.campaign_id == new.pk and second.content == "Answer two to g-0"
     assert new.item_count == 1  # gold checks are not counted as work
 
 

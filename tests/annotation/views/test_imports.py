@@ -39,7 +39,8 @@ def test_a_clean_file_is_reported_then_committed_on_confirm(make_campaign, manag
     assert result.items == 3 and Item.objects.filter(campaign=campaign).count() == 3
     entry = AuditEntry.objects.get(campaign=campaign, action="import.commit")
     assert entry.actor == manager
-    assert entry.after == {"items": 3, "gold": 0, "responses": 6, "formats": {"arbiter": 3}, "source": "three.jsonl"}
+    assert entry.after == {"items": 3, "gold": 0, "responses": 6, "formats": {"arbiter": 3}, "source": "three.jsonl",
+                           "skipped_duplicates": 0, "near_duplicate_warnings": 0}
     with pytest.raises(ConflictError) as exc:  # the same upload cannot be committed twice
         import_commit(campaign=campaign, token=staged.token, actor=manager)
     assert exc.value.message == (
@@ -70,7 +71,12 @@ def test_lines_are_checked_again_at_commit(make_campaign, manager):
     items_import(campaign=campaign, lines=jsonl(pair_rows(1)))  # the same id arrives by another route meanwhile
     with pytest.raises(ImportRejected) as exc:
         import_commit(campaign=campaign, token=staged.token, actor=manager)
-    assert exc.value.extra["errors"] == [{"line": 1, "message": "id 'p0' is already in this campaign"}]
+    assert exc.value.extra["errors"] == [
+        {"line": 1, "message": "id 'p0' is already in this campaign"},
+        {"line": 1, "message": "duplicate of an item already in this campaign: the same conversation and replies "
+                               "after Unicode NFC normalization and trimming outer whitespace; remove it, or choose "
+                               "to skip duplicates"},
+    ]
     assert Prompt.objects.filter(campaign=campaign).count() == 1
 
 
@@ -123,3 +129,33 @@ def test_api_validate_reports_without_storing(client_for, make_campaign, manager
     assert (body["ok"], body["items"], body["error_count"]) == (False, 1, 1)
     assert body["errors"] == [{"line": 2, "message": "responses: this campaign needs 2 responses per item, the line has 1"}]
     assert not Prompt.objects.exists()
+
+
+def test_import_page_lists_skipped_duplicates_and_near_duplicate_prompts(client, make_campaign, manager):
+    """With "Skip duplicates" ticked the report names each skipped line and each flagged prompt; confirm
+    imports the rest and says how many were skipped."""
+    campaign = make_campaign(items=1, active=False)
+    client.force_login(manager)
+    url = reverse("campaign_import", args=[campaign.pk])
+    rows = [{"id": "n1", "prompt": "Question 0?", "chosen": "Other", "rejected": "Replies"},
+            {**pair_rows(1)[0], "id": "n2"}, *pair_rows(2, prefix="new"), {**pair_rows(1, prefix="new")[0], "id": "n3"}]
+    page = client.post(url, {"file": SimpleUploadedFile("d.jsonl", "\n".join(jsonl(rows)).encode()),
+                             "format": "auto"})
+    text = page.content.decode()
+    assert "Nothing was imported" in text and "2 bad line(s) of 5" in text
+    assert "duplicate of line 3: the same conversation and replies" in text
+    page = client.post(url, {"file": SimpleUploadedFile("d.jsonl", "\n".join(jsonl(rows)).encode()),
+                             "format": "auto", "skip_duplicates": "on"})
+    text = page.content.decode()
+    assert "Ready to import" in text and "Import 3 items" in text
+    assert "2 duplicate lines will be skipped" in text
+    assert "<td>2</td><td>duplicate of an item already in this campaign</td>" in text
+    assert "<td>5</td><td>duplicate of line 3 (same conversation and replies)</td>" in text
+    assert "1 near-duplicate prompt</h2>" in text
+    assert "Near means Jaccard &gt;= 0.9 on word 5-shingles, found with MinHash LSH (64 permutations)." in text
+    assert "prompt is a near-duplicate of prompt &#x27;p0&#x27; already in this campaign" in text
+    assert Prompt.objects.filter(campaign=campaign).count() == 1
+    done = client.post(reverse("campaign_import_confirm", args=[campaign.pk]),
+                       {"token": page.context["confirm"].initial["token"]}, follow=True)
+    assert "Imported 3 items (2 arbiter, 1 trl). 2 duplicate line(s) skipped." in done.content.decode()
+    assert Prompt.objects.filter(campaign=campaign).count() == 4
