@@ -153,6 +153,7 @@ def _seed(n_items: int, n_annotators: int) -> dict:
         def run(sql: str, params: list) -> None:
             # SQLite: the CTE goes first and takes the row count; PostgreSQL: generate_series does.
             sql = sql.replace("@WITH@", with_).replace("@SERIES@", series).replace("@MESSAGES@", messages)
+            sql = sql.replace("@HASH@", "lpad(to_hex(g), 64, '0')" if pg else "printf('%%064x', g)")
             cur.execute(sql.replace("@EMPTY@", empty).replace("@RAND@", rand).replace("@FALSE@", false), params)
 
         t = time.perf_counter()
@@ -174,9 +175,11 @@ def _seed(n_items: int, n_annotators: int) -> dict:
         timings["responses_s"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
         run(
+            # content_hash: a distinct 64-hex value per item, where an import stores the sha256 of the
+            # normalized texts (the benchmark never imports into the seeded campaign).
             "INSERT INTO annotation_item (id, priority, gold, is_gold, target, judgment_count, lease_count, "
-            "random_key, created_at, campaign_id, prompt_id) "
-            "@WITH@SELECT %s + g, 0, NULL, @FALSE@, %s, 0, 0, @RAND@, %s, %s, %s + g FROM @SERIES@",
+            "random_key, created_at, campaign_id, prompt_id, content_hash) "
+            "@WITH@SELECT %s + g, 0, NULL, @FALSE@, %s, 0, 0, @RAND@, %s, %s, %s + g, @HASH@ FROM @SERIES@",
             [n_items, bi, OVERLAP, now, campaign.pk, bp] if not pg else [bi, OVERLAP, now, campaign.pk, bp, n_items],
         )
         timings["items_s"] = round(time.perf_counter() - t, 2)
@@ -221,9 +224,10 @@ def _seed(n_items: int, n_annotators: int) -> dict:
 
 def _ref_lines(n: int) -> list[str]:
     return [
-        json.dumps({"messages": [{"role": "user", "content": "Prompt x: " + PROMPT_TEXT}],
-                    "responses": [{"content": "A", "model": "bench-model-a"}, {"content": "B", "model": "bench-model-b"}]})
-        for _ in range(n)
+        json.dumps({"messages": [{"role": "user", "content": f"Prompt {i}: " + PROMPT_TEXT}],
+                    "responses": [{"content": f"A{i}", "model": "bench-model-a"},
+                                  {"content": f"B{i}", "model": "bench-model-b"}]})
+        for i in range(n)  # distinct lines: an import refuses repeats
     ]
 
 
