@@ -31,6 +31,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from annotation.core.importing import content_hash
 from annotation.errors import ApplicationError, ConflictError, ForbiddenError, field_error
 from annotation.models import (
     Campaign,
@@ -280,9 +281,13 @@ def round_create(
     items, links = [], []
     for p, prompt in enumerate(new_prompts):
         for planned in plans[p]:
-            item = Item(campaign=new, prompt=prompt, target=new.overlap, random_key=rng.random())
-            items.append(item)
-            links.append([responses[offsets[p] + i] for i in planned])
+            chosen = [responses[offsets[p] + i] for i in planned]
+            # The hash an import of the same conversation and replies would give, so a later
+            # import into this round finds these items as duplicates.
+            digest = content_hash(prompt.messages, [r.content for r in chosen])
+            items.append(Item(campaign=new, prompt=prompt, target=new.overlap, random_key=rng.random(),
+                              content_hash=digest))
+            links.append(chosen)
     Item.objects.bulk_create(items)
     ItemResponse.objects.bulk_create(
         ItemResponse(item=item, response=response, position=position)

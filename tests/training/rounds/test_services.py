@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from annotation.errors import ApplicationError, ConflictError, ForbiddenError
 from annotation.models import AuditEntry, Campaign, Item, Membership, Prompt, Response, Role
+from annotation.services.imports import items_parse
 from training.rounds.services import (
     Candidate,
     PromptCandidates,
@@ -96,6 +97,20 @@ def test_random_selection_opens_a_round_with_seeded_pairs(make_campaign, manager
     assert again.campaign.round_number == 2  # a second try at the same round, not round 3
     entry = AuditEntry.objects.filter(campaign=source, action="campaign.round_open").first()
     assert entry.after["items"] == 6 and entry.target == f"campaign:{again.campaign.pk}"
+
+
+def test_an_import_into_a_round_finds_its_generated_items_as_duplicates(make_campaign, manager):
+    """A round's items carry the content hash an import computes, so importing the same
+    conversation and replies into the round is refused as a duplicate, not stored twice."""
+    source = make_campaign(items=1, overlap=1)
+    new = round_create(campaign=source, generations=replies(source, [["first reply", "second reply"]]),
+                       pairs_per_prompt=1, seed=1, created_by=manager).campaign
+    messages = Prompt.objects.get(campaign=new).messages
+    line = json.dumps({"id": "again", "messages": messages,
+                       "responses": [{"content": " second reply"}, {"content": "first reply\n"}]})
+    report = items_parse(campaign=new, lines=[line])
+    assert [(n, m.split(":")[0]) for n, m in report.errors] == [(1, "duplicate of an item already in this campaign")]
+    assert Item.objects.filter(campaign=new).count() == 1
 
 
 def test_uncertain_selection_picks_the_pairs_nearest_even_odds(make_campaign, manager):
