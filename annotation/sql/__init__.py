@@ -4,8 +4,8 @@
 item table, `{assignment_leased}` the quoted value of `Assignment.Status.LEASED`, and
 `{has_room:i}` the "item has room" condition on the item aliased `i`. `function_sql` fills them
 in; the migrations that install the function (0005, and each one that changes it) call it, so
-the text of the function lives in the file alone. The statements in
-annotation.services.serving use `has_room` and the same values.
+the text of the function lives in the file alone. The statements serving runs itself
+(`statements.py`) use `has_room` and the same values.
 """
 
 from __future__ import annotations
